@@ -1,0 +1,63 @@
+# koophone — build, test, demo, bench. `make help` lists the targets.
+LUA        ?= lua5.4
+LUA_INC    ?= $(shell pkg-config --cflags-only-I $(LUA) 2>/dev/null || echo -I/usr/include/$(LUA))
+CURL_CFLAGS ?= $(shell pkg-config --cflags libcurl 2>/dev/null)
+CURL_LIBS  ?= $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
+CC         ?= cc
+OPT        ?= -O2 -g
+CFLAGS_ALL  = $(OPT) -fPIC -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wshadow \
+              -Wstrict-prototypes -Wmissing-prototypes $(LUA_INC) $(CURL_CFLAGS) $(CFLAGS)
+BUILD      ?= build/$(LUA)
+SO          = $(BUILD)/koophone/core.so
+SRC         = $(wildcard src/*.c)
+BUSTED     ?= $(LUA) /usr/bin/busted
+ENV         = LUA_PATH="lua/?.lua;lua/?/init.lua;./?.lua;;" LUA_CPATH="$(BUILD)/?.so;;"
+
+.PHONY: all deps test demo bench lint asan valgrind clean help
+
+all: $(SO)
+
+$(SO): $(SRC) src/*.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -shared -o $@ $(SRC) $(CURL_LIBS) $(LDFLAGS)
+
+deps:
+	@bash .ci/deps
+
+test: deps all
+	$(ENV) $(BUSTED) $(BUSTED_FLAGS) spec
+
+lint: deps
+	luacheck lua bin/koophone spec examples bench
+
+demo: deps all
+	$(ENV) $(LUA) examples/demo.lua
+
+bench: deps all
+	$(ENV) $(LUA) bench/run.lua
+
+# The spec suite against a build with AddressSanitizer and UBSan.
+asan:
+	$(MAKE) BUILD=build/asan OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" all
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	$(MAKE) BUILD=build/asan test-only
+
+# The spec suite under valgrind's memcheck; any error or definite leak fails.
+valgrind: all
+	$(ENV) valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+	  --trace-children=no $(BUSTED) $(BUSTED_FLAGS) spec
+
+test-only:
+	$(ENV) $(BUSTED) $(BUSTED_FLAGS) spec
+
+clean:
+	rm -rf build
+
+help:
+	@echo "make          build koophone.core for $(LUA) into $(BUILD)"
+	@echo "make test     install missing Debian packages, build, run the specs"
+	@echo "make demo     build, start the emulator, run a rollout on 1,000 emulated phones"
+	@echo "make bench    benchmarks beside curl (see bench/)"
+	@echo "make lint     luacheck"
+	@echo "make asan / make valgrind   the specs under sanitizers / memcheck"

@@ -1,0 +1,491 @@
+/* request.c: the request userdata — one HTTP exchange from submit to the
+ * decoded response. curl's callbacks only copy bytes into buffers owned
+ * here; Lua sees the result after engine:perform() has reported it. */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include "core.h"
+
+void kp_engine_track(lua_State *L, int engine_idx, int req_idx, kp_request *r);
+void kp_engine_untrack(kp_engine *e, kp_request *r);
+void kp_engine_push_json(lua_State *L, int idx);
+
+/* Slots of the request's user value table. */
+#define SLOT_ENGINE 1   /* keeps the engine (and its cjson) alive */
+#define SLOT_RESULT 2   /* the response table, built once */
+#define SLOT_ERROR 3    /* or the error table */
+
+#define DEFAULT_MAX_RESPONSE (16u * 1024u * 1024u)
+
+int kp_buf_append(kp_buf *b, const char *p, size_t n) {
+  if (b->len + n + 1 > b->cap) {
+    size_t cap = b->cap ? b->cap : 1024;
+    char *d;
+    while (cap < b->len + n + 1) cap *= 2;
+    d = (char *)realloc(b->data, cap);
+    if (!d) return 0;
+    b->data = d;
+    b->cap = cap;
+  }
+  memcpy(b->data + b->len, p, n);
+  b->len += n;
+  b->data[b->len] = '\0';
+  return 1;
+}
+
+void kp_buf_free(kp_buf *b) {
+  free(b->data);
+  b->data = NULL;
+  b->len = b->cap = 0;
+}
+
+static kp_request *check_request(lua_State *L, int idx) {
+  return (kp_request *)luaL_checkudata(L, idx, KP_REQUEST_MT);
+}
+
+/* ---- curl callbacks: C only, never Lua ---- */
+
+static size_t on_body(char *p, size_t size, size_t nmemb, void *ud) {
+  kp_request *r = (kp_request *)ud;
+  size_t n = size * nmemb;
+  if (r->response.len + n > r->max_response) { r->too_large = 1; return 0; }
+  return kp_buf_append(&r->response, p, n) ? n : 0;
+}
+
+static size_t on_send(char *p, size_t size, size_t nitems, void *ud) {
+  kp_request *r = (kp_request *)ud;
+  size_t n = r->body_len - r->body_sent;
+  if (n > size * nitems) n = size * nitems;
+  memcpy(p, r->body + r->body_sent, n);
+  r->body_sent += n;
+  return n;
+}
+
+static void set_header_copy(char **slot, const char *v, size_t n) {
+  char *s = (char *)malloc(n + 1);
+  if (!s) return;
+  memcpy(s, v, n);
+  s[n] = '\0';
+  free(*slot);
+  *slot = s;
+}
+
+static void clear_headers(kp_request *r) {
+  free(r->request_id); free(r->retry_after);
+  free(r->subject_token); free(r->content_type);
+  r->request_id = r->retry_after = r->subject_token = r->content_type = NULL;
+}
+
+static size_t on_header(char *line, size_t size, size_t nitems, void *ud) {
+  kp_request *r = (kp_request *)ud;
+  size_t n = size * nitems, name_len;
+  const char *colon, *v, *end = line + n;
+  char **slot = NULL;
+  if (n >= 5 && memcmp(line, "HTTP/", 5) == 0) { clear_headers(r); return n; }
+  colon = (const char *)memchr(line, ':', n);
+  if (!colon) return n;
+  name_len = (size_t)(colon - line);
+  if (name_len == 12 && strncasecmp(line, "x-request-id", 12) == 0) slot = &r->request_id;
+  else if (name_len == 11 && strncasecmp(line, "retry-after", 11) == 0) slot = &r->retry_after;
+  else if (name_len == 15 && strncasecmp(line, "x-subject-token", 15) == 0) slot = &r->subject_token;
+  else if (name_len == 12 && strncasecmp(line, "content-type", 12) == 0) slot = &r->content_type;
+  if (!slot) return n;
+  v = colon + 1;
+  while (v < end && (*v == ' ' || *v == '\t')) v++;
+  while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ')) end--;
+  set_header_copy(slot, v, (size_t)(end - v));
+  return n;
+}
+
+/* ---- building a request from its Lua description ---- */
+
+static const char *opt_string(lua_State *L, int t, const char *k) {
+  const char *s;
+  lua_getfield(L, t, k);
+  if (lua_isnil(L, -1)) { lua_pop(L, 1); return NULL; }
+  if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "request field '%s' must be a string", k);
+  s = lua_tostring(L, -1);
+  lua_pop(L, 1); /* still referenced by the spec table */
+  return s;
+}
+
+static long opt_long(lua_State *L, int t, const char *k, long dflt) {
+  long v = dflt;
+  lua_getfield(L, t, k);
+  if (!lua_isnil(L, -1)) {
+    if (lua_type(L, -1) != LUA_TNUMBER) luaL_error(L, "request field '%s' must be a number", k);
+    v = (long)lua_tonumber(L, -1);
+    if (v < 0) luaL_error(L, "request field '%s' must be >= 0", k);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+static int opt_bool(lua_State *L, int t, const char *k, int dflt) {
+  int v = dflt;
+  lua_getfield(L, t, k);
+  if (!lua_isnil(L, -1)) v = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+static void set_headers(lua_State *L, int t, kp_request *r, int has_body) {
+  size_t i, n;
+  struct curl_slist *l = NULL, *nl;
+  lua_getfield(L, t, "headers");
+  if (!lua_isnil(L, -1)) {
+    luaL_checktype(L, -1, LUA_TTABLE);
+    n = kp_rawlen(L, -1);
+    for (i = 1; i <= n; i++) {
+      lua_rawgeti(L, -1, (int)i);
+      if (lua_type(L, -1) != LUA_TSTRING) {
+        curl_slist_free_all(l);
+        luaL_error(L, "request headers[%d] must be a string 'Name: value'", (int)i);
+      }
+      nl = curl_slist_append(l, lua_tostring(L, -1));
+      lua_pop(L, 1);
+      if (!nl) { curl_slist_free_all(l); luaL_error(L, "out of memory"); }
+      l = nl;
+    }
+  }
+  lua_pop(L, 1);
+  /* no "Expect: 100-continue" round trip, ever */
+  if (has_body) {
+    nl = curl_slist_append(l, "Expect:");
+    if (nl) l = nl;
+  }
+  r->headers = l;
+}
+
+/* Reads the body (string `body`, or table `json` encoded by the engine's
+ * cjson) into an owned copy. Returns 1 when there is a body. */
+static int take_body(lua_State *L, int t, kp_request *r) {
+  const char *s = NULL;
+  size_t n = 0;
+  lua_getfield(L, t, "json");
+  if (!lua_isnil(L, -1)) {
+    kp_engine_push_json(L, 1);
+    if (!kp_json_encode(L, lua_gettop(L), -2))
+      luaL_error(L, "request json: %s", lua_tostring(L, -1));
+    s = lua_tolstring(L, -1, &n);
+    lua_pop(L, 3);
+  } else {
+    lua_pop(L, 1);
+    lua_getfield(L, t, "body");
+    if (!lua_isnil(L, -1)) {
+      if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "request field 'body' must be a string");
+      s = lua_tolstring(L, -1, &n);
+    }
+    lua_pop(L, 1); /* the string lives on in the spec table */
+  }
+  if (!s) return 0;
+  r->body = (char *)malloc(n ? n : 1);
+  if (!r->body) luaL_error(L, "out of memory");
+  memcpy(r->body, s, n);
+  r->body_len = n;
+  return 1;
+}
+
+static void configure(lua_State *L, int t, kp_request *r, const char *url) {
+  CURL *h = r->easy;
+  const char *method = opt_string(L, t, "method");
+  const char *s;
+  long v;
+  int has_body = take_body(L, t, r);
+
+  set_headers(L, t, r, has_body);
+  curl_easy_setopt(h, CURLOPT_URL, url);
+  curl_easy_setopt(h, CURLOPT_PRIVATE, (char *)r);
+  curl_easy_setopt(h, CURLOPT_SHARE, r->engine ? r->engine->share : NULL);
+  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+  curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);
+  curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+#ifdef KP_HAVE_PROTOCOLS_STR
+  curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+  curl_easy_setopt(h, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+  curl_easy_setopt(h, CURLOPT_ERRORBUFFER, r->errbuf);
+  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(h, CURLOPT_WRITEDATA, (void *)r);
+  curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(h, CURLOPT_HEADERDATA, (void *)r);
+  curl_easy_setopt(h, CURLOPT_HTTPHEADER, r->headers);
+
+  if (has_body) {
+    /* A read callback without a seek callback: curl cannot rewind, so it
+     * can never resend a body on its own (e.g. on a reused connection that
+     * died) — a command must not run twice behind our back. */
+    curl_easy_setopt(h, CURLOPT_POST, 1L);
+    curl_easy_setopt(h, CURLOPT_READFUNCTION, on_send);
+    curl_easy_setopt(h, CURLOPT_READDATA, (void *)r);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+  }
+  if (method && strcmp(method, has_body ? "POST" : "GET") != 0)
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+
+  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, opt_long(L, t, "timeout", 0));
+  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, opt_long(L, t, "connect_timeout", 0));
+  if ((v = opt_long(L, t, "low_speed_limit", 0)) > 0) {
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, v);
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, opt_long(L, t, "low_speed_time", 30));
+  }
+  curl_easy_setopt(h, CURLOPT_MAXAGE_CONN, opt_long(L, t, "max_connection_age", 25));
+  if ((s = opt_string(L, t, "ca_file")) != NULL) curl_easy_setopt(h, CURLOPT_CAINFO, s);
+  if ((s = opt_string(L, t, "ca_path")) != NULL) curl_easy_setopt(h, CURLOPT_CAPATH, s);
+  if ((s = opt_string(L, t, "client_cert")) != NULL) curl_easy_setopt(h, CURLOPT_SSLCERT, s);
+  if ((s = opt_string(L, t, "client_key")) != NULL) curl_easy_setopt(h, CURLOPT_SSLKEY, s);
+  if (opt_bool(L, t, "insecure", 0)) {
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+  }
+  if ((s = opt_string(L, t, "proxy")) != NULL) curl_easy_setopt(h, CURLOPT_PROXY, s);
+  if ((s = opt_string(L, t, "no_proxy")) != NULL) curl_easy_setopt(h, CURLOPT_NOPROXY, s);
+  if ((s = opt_string(L, t, "http_version")) != NULL) {
+    long hv = strcmp(s, "1.1") == 0 ? CURL_HTTP_VERSION_1_1
+            : strcmp(s, "2") == 0 ? CURL_HTTP_VERSION_2TLS
+            : strcmp(s, "2-prior-knowledge") == 0 ? CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE
+            : -1;
+    if (hv < 0) luaL_error(L, "request field 'http_version' must be '1.1', '2' or '2-prior-knowledge'");
+    curl_easy_setopt(h, CURLOPT_HTTP_VERSION, hv);
+  }
+}
+
+static void free_request(kp_request *r) {
+  curl_slist_free_all(r->headers);
+  r->headers = NULL;
+  free(r->body);
+  r->body = NULL;
+  kp_buf_free(&r->response);
+  clear_headers(r);
+}
+
+/* engine:submit{url=, method=, headers={...}, body=|json=, timeout=ms, ...}
+ * -> request. The transfer starts at the next engine:perform(). */
+int kp_request_new(lua_State *L) {
+  kp_engine *e = kp_check_engine(L, 1);
+  kp_request *r;
+  const char *url;
+  CURLMcode mc;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  url = opt_string(L, 2, "url");
+  if (!url) return luaL_error(L, "request field 'url' is required");
+
+  r = (kp_request *)kp_newuserdata(L, sizeof *r);
+  memset(r, 0, sizeof *r);
+  r->state = KP_CLOSED;
+  lua_createtable(L, 3, 0);
+  lua_pushvalue(L, 1);
+  lua_rawseti(L, -2, SLOT_ENGINE);
+  kp_setuservalue(L, -2);
+  luaL_getmetatable(L, KP_REQUEST_MT);
+  lua_setmetatable(L, -2); /* from here __gc frees what r holds */
+
+  r->max_response = (size_t)opt_long(L, 2, "max_response", DEFAULT_MAX_RESPONSE);
+  r->decode = opt_bool(L, 2, "decode", 1);
+  r->easy = kp_engine_take_easy(e);
+  if (!r->easy) return luaL_error(L, "curl_easy_init failed");
+  r->engine = e; /* for configure's share handle; tracked below */
+  configure(L, 2, r, url);
+  r->engine = NULL;
+  mc = curl_multi_add_handle(e->multi, r->easy);
+  if (mc != CURLM_OK) {
+    curl_easy_cleanup(r->easy);
+    r->easy = NULL;
+    return luaL_error(L, "curl_multi_add_handle: %s", curl_multi_strerror(mc));
+  }
+  r->state = KP_PENDING;
+  kp_engine_track(L, 1, -1, r);
+  return 1;
+}
+
+/* Called by engine:perform() for a finished transfer. */
+void kp_request_finish(kp_request *r, CURLcode code) {
+  kp_engine *e = r->engine;
+  curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->http_status);
+  curl_easy_getinfo(r->easy, CURLINFO_REQUEST_SIZE, &r->request_size);
+  curl_easy_getinfo(r->easy, CURLINFO_TOTAL_TIME, &r->total_time);
+  curl_easy_getinfo(r->easy, CURLINFO_CONNECT_TIME, &r->connect_time);
+  r->curl_code = code;
+  curl_multi_remove_handle(e->multi, r->easy);
+  kp_engine_give_easy(e, r->easy);
+  r->easy = NULL;
+  curl_slist_free_all(r->headers);
+  r->headers = NULL;
+  free(r->body);
+  r->body = NULL;
+  kp_engine_untrack(e, r);
+  r->engine = NULL;
+  r->state = KP_DONE;
+}
+
+/* Takes a request out of its engine before it finished (cancel, engine
+ * close, or collection at state close). */
+void kp_request_detach(kp_request *r) {
+  kp_engine *e = r->engine;
+  if (!e) return;
+  if (r->easy) {
+    curl_multi_remove_handle(e->multi, r->easy);
+    curl_easy_cleanup(r->easy);
+    r->easy = NULL;
+  }
+  kp_engine_untrack(e, r);
+  r->engine = NULL;
+  r->state = KP_DONE;
+  r->curl_code = CURLE_ABORTED_BY_CALLBACK;
+  strcpy(r->errbuf, "request cancelled");
+}
+
+/* req:done() -> true once the transfer has ended (in any way). */
+static int request_done(lua_State *L) {
+  kp_request *r = check_request(L, 1);
+  lua_pushboolean(L, r->state != KP_PENDING);
+  return 1;
+}
+
+static void set_num(lua_State *L, const char *k, lua_Number v) {
+  lua_pushnumber(L, v);
+  lua_setfield(L, -2, k);
+}
+
+static void set_int(lua_State *L, const char *k, long v) {
+  lua_pushinteger(L, (lua_Integer)v);
+  lua_setfield(L, -2, k);
+}
+
+static void set_str(lua_State *L, const char *k, const char *v) {
+  if (!v) return;
+  lua_pushstring(L, v);
+  lua_setfield(L, -2, k);
+}
+
+static void build_error(lua_State *L, kp_request *r) {
+  const char *kind = r->too_large ? "protocol" : kp_curl_kind(r->curl_code);
+  lua_createtable(L, 0, 8);
+  set_str(L, "kind", kind);
+  if (r->too_large)
+    lua_pushfstring(L, "response larger than %d bytes", (int)r->max_response);
+  else
+    lua_pushstring(L, r->errbuf[0] ? r->errbuf : curl_easy_strerror(r->curl_code));
+  lua_setfield(L, -2, "message");
+  set_int(L, "curl_code", (long)r->curl_code);
+  if (r->http_status > 0) set_int(L, "http_status", r->http_status);
+  /* sent=false proves the server never saw the request: safe to retry */
+  lua_pushboolean(L, r->request_size > 0);
+  lua_setfield(L, -2, "sent");
+  set_str(L, "request_id", r->request_id);
+  set_num(L, "time", r->total_time);
+}
+
+static void build_response(lua_State *L, kp_request *r) {
+  lua_createtable(L, 0, 10);
+  set_int(L, "status", r->http_status);
+  set_str(L, "request_id", r->request_id);
+  set_str(L, "retry_after", r->retry_after);
+  set_str(L, "subject_token", r->subject_token);
+  set_str(L, "content_type", r->content_type);
+  set_num(L, "time", r->total_time);
+  set_num(L, "connect_time", r->connect_time);
+  if (r->response.len == 0) return;
+  if (r->decode) {
+    kp_getuservalue(L, 1);
+    lua_rawgeti(L, -1, SLOT_ENGINE);
+    kp_engine_push_json(L, lua_gettop(L));
+    if (kp_json_decode(L, lua_gettop(L), r->response.data, r->response.len)) {
+      lua_setfield(L, -5, "body");
+      lua_pop(L, 3);
+      return;
+    }
+    lua_setfield(L, -5, "decode_error");
+    lua_pop(L, 3);
+  }
+  lua_pushlstring(L, r->response.data, r->response.len);
+  lua_setfield(L, -2, "raw");
+}
+
+/* req:response() -> response | nil, err
+ * response: {status, body (decoded JSON), raw (when not JSON),
+ *            decode_error, request_id, retry_after, subject_token, time}
+ * err: {kind, message, curl_code, sent, http_status?, request_id?} */
+static int request_response(lua_State *L) {
+  kp_request *r = check_request(L, 1);
+  if (r->state == KP_PENDING) return luaL_error(L, "request still in flight");
+  kp_getuservalue(L, 1);
+  lua_rawgeti(L, -1, SLOT_RESULT);
+  if (!lua_isnil(L, -1)) return 1;
+  lua_pop(L, 1);
+  lua_rawgeti(L, -1, SLOT_ERROR);
+  if (!lua_isnil(L, -1)) { lua_pushnil(L); lua_insert(L, -2); return 2; }
+  lua_pop(L, 1);
+  if (r->curl_code != CURLE_OK || r->too_large) {
+    build_error(L, r);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, -3, SLOT_ERROR);
+    kp_buf_free(&r->response);
+    lua_pushnil(L);
+    lua_insert(L, -2);
+    return 2;
+  }
+  build_response(L, r);
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, -3, SLOT_RESULT);
+  kp_buf_free(&r->response);
+  clear_headers(r);
+  return 1;
+}
+
+/* req:cancel(): stops a transfer in flight; its response becomes a
+ * 'cancelled' error. No effect on a finished request. */
+static int request_cancel(lua_State *L) {
+  kp_request *r = check_request(L, 1);
+  if (r->state == KP_PENDING && r->engine) {
+    kp_getuservalue(L, 1);
+    lua_rawgeti(L, -1, SLOT_ENGINE);
+    kp_getuservalue(L, -1);
+    lua_rawgeti(L, -1, 1);           /* the engine's in-flight map */
+    lua_pushlightuserdata(L, r);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+    kp_request_detach(r);
+  }
+  return 0;
+}
+
+static int request_gc(lua_State *L) {
+  kp_request *r = check_request(L, 1);
+  kp_request_detach(r);
+  if (r->easy) { /* submit raised between taking a handle and adding it */
+    curl_easy_cleanup(r->easy);
+    r->easy = NULL;
+  }
+  free_request(r);
+  r->state = KP_CLOSED;
+  return 0;
+}
+
+static int request_tostring(lua_State *L) {
+  kp_request *r = check_request(L, 1);
+  lua_pushfstring(L, "koophone.request (%s)",
+                  r->state == KP_PENDING ? "in flight" : "done");
+  return 1;
+}
+
+int kp_request_open(lua_State *L) {
+  static const luaL_Reg methods[] = {
+    {"done", request_done},
+    {"response", request_response},
+    {"cancel", request_cancel},
+    {NULL, NULL}
+  };
+  luaL_newmetatable(L, KP_REQUEST_MT);
+  lua_newtable(L);
+  kp_setfuncs(L, methods, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, request_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, request_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
+  return 0;
+}
