@@ -1,6 +1,8 @@
 /* core.c: luaopen_koophone_core. Registers the types; holds no state. */
+#include <time.h>
 #include "core.h"
 
+/* core.curl_version() -> version, has_http2, tls_library */
 static int core_version(lua_State *L) {
   curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
   lua_pushstring(L, v->version);
@@ -9,23 +11,31 @@ static int core_version(lua_State *L) {
   return 3;
 }
 
+/* core.now() -> seconds on a monotonic clock (for deadlines and backoff) */
+static int core_now(lua_State *L) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+  return 1;
+}
+
 LUALIB_API int luaopen_koophone_core(lua_State *L);
 LUALIB_API int luaopen_koophone_core(lua_State *L) {
   static const luaL_Reg funcs[] = {
-    {"engine", NULL}, /* filled below */
     {"curl_version", core_version},
+    {"now", core_now},
     {NULL, NULL}
   };
-  /* curl_global_init is refcounted and thread-safe since 7.84; calling it
-   * here (and never cleanup) keeps one-time TLS setup out of the hot path. */
+  /* refcounted and thread-safe in the libcurl versions we support; never
+   * cleaned up, since another user of libcurl may share the process */
   curl_global_init(CURL_GLOBAL_DEFAULT);
   lua_newtable(L);
-  kp_setfuncs(L, funcs + 1, 0);
+  kp_setfuncs(L, funcs, 0);
   kp_request_open(L);
-  kp_engine_open(L);           /* sets field "engine" */
+  kp_engine_open(L); /* sets field "engine" */
   lua_pushliteral(L, "0.1.0");
   lua_setfield(L, -2, "_VERSION");
-  lua_pushlightuserdata(L, NULL); /* cjson.null */
+  lua_pushlightuserdata(L, NULL); /* the same value as cjson.null */
   lua_setfield(L, -2, "null");
   return 1;
 }

@@ -50,6 +50,7 @@ struct kp_engine {
   int n_inflight;
   CURL **pool;                     /* reset easy handles ready for reuse */
   int pool_len, pool_cap;
+  unsigned long long rng[2];        /* request-id source, see engine.c */
   int closed;
 };
 

@@ -3,6 +3,8 @@
  * every request of a client goes through it. Nothing here blocks except
  * engine:wait(), and no curl callback ever calls into Lua. */
 #include <stdlib.h>
+#include <stdio.h>
+#include <time.h>
 #include <sys/select.h>
 #include "core.h"
 
@@ -54,6 +56,42 @@ static int opt_boolean(lua_State *L, int t, const char *k, int dflt) {
   return v;
 }
 
+/* The engine's random source (for request ids): xorshift128+ seeded from
+ * /dev/urandom, falling back to the clock and the engine's address. */
+static void seed_random(kp_engine *e) {
+  FILE *f = fopen("/dev/urandom", "rb");
+  size_t got = 0;
+  if (f) { got = fread(e->rng, sizeof e->rng, 1, f); fclose(f); }
+  if (got != 1 || (e->rng[0] | e->rng[1]) == 0) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    e->rng[0] = (unsigned long long)ts.tv_nsec * 0x9E3779B97F4A7C15ULL ^ (unsigned long long)(size_t)e;
+    e->rng[1] = (unsigned long long)ts.tv_sec ^ 0xD1B54A32D192ED03ULL;
+  }
+}
+
+static unsigned long long next_random(kp_engine *e) {
+  unsigned long long s1 = e->rng[0];
+  const unsigned long long s0 = e->rng[1];
+  e->rng[0] = s0;
+  s1 ^= s1 << 23;
+  e->rng[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
+  return e->rng[1] + s0;
+}
+
+/* engine:uuid() -> a random UUID v4 string (a fresh x-request-id) */
+static int engine_uuid(lua_State *L) {
+  kp_engine *e = kp_check_engine(L, 1);
+  unsigned long long a = next_random(e), b = next_random(e);
+  char s[37];
+  a = (a & 0xFFFFFFFFFFFF0FFFULL) | 0x4000ULL;          /* version 4 */
+  b = (b & 0x3FFFFFFFFFFFFFFFULL) | 0x8000000000000000ULL; /* variant 10 */
+  snprintf(s, sizeof s, "%08llx-%04llx-%04llx-%04llx-%012llx",
+           a >> 32, (a >> 16) & 0xFFFF, a & 0xFFFF, b >> 48, b & 0xFFFFFFFFFFFFULL);
+  lua_pushlstring(L, s, 36);
+  return 1;
+}
+
 /* core.engine{max_connections=, max_host_connections=, multiplex=, pool=} */
 static int engine_new(lua_State *L) {
   kp_engine *e;
@@ -97,6 +135,7 @@ static int engine_new(lua_State *L) {
                     multiplex ? CURLPIPE_MULTIPLEX : CURLPIPE_NOTHING);
   curl_multi_setopt(e->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, max_total);
   curl_multi_setopt(e->multi, CURLMOPT_MAX_HOST_CONNECTIONS, max_host);
+  seed_random(e);
   e->closed = 0;
   luaL_getmetatable(L, KP_ENGINE_MT);
   lua_setmetatable(L, -2);
@@ -266,6 +305,7 @@ int kp_engine_open(lua_State *L) {
     {"timeout", engine_timeout},
     {"fds", engine_fds},
     {"inflight", engine_inflight},
+    {"uuid", engine_uuid},
     {"close", engine_close},
     {NULL, NULL}
   };

@@ -1,0 +1,510 @@
+--- The client: one method per vendor endpoint.
+--
+-- Every method checks its input against the documented limits first (and
+-- sends nothing on bad input), then makes the call through the client's
+-- engine. Expected failures come back as `nil, err` (see `koophone.errors`);
+-- a per-instance failure inside a 200 reply is a result row, not an error.
+-- @module koophone.client
+local core = require "koophone.core"
+local errors = require "koophone.errors"
+local validate = require "koophone.validate"
+local transport = require "koophone.transport"
+local rows = require "koophone.rows"
+local Task = require "koophone.task"
+local auth = require "koophone.auth"
+
+local M = {}
+M.VERSION = "0.1.0"
+
+local Client = {}
+Client.__index = Client
+M.Client = Client
+
+local limits = validate.limits
+local DEFAULT_ENDPOINT = "https://koophone.myhuaweicloud.com"
+
+local function getenv(name)
+  local v = os.getenv(name)
+  if v == "" then return nil end
+  return v
+end
+
+local function is_loopback(host)
+  return host == "localhost" or host:match("^127%.%d+%.%d+%.%d+$") ~= nil
+    or host == "[::1]" or host == "::1"
+end
+
+-- Checks an endpoint URL; returns it without a trailing slash.
+local function check_endpoint(field, url, allow_insecure)
+  if type(url) ~= "string" then return nil, errors.validation(field, "must be a URL string") end
+  local scheme, host = url:match("^(https?)://([^/:]+)")
+  if not scheme then
+    if url:match("^https?://%[") then scheme, host = url:match("^(https?)://(%[[^%]]+%])") end
+    if not scheme then return nil, errors.validation(field, "must start with https:// (got " .. url:sub(1, 40) .. ")") end
+  end
+  if url:find("[%s?#]") then return nil, errors.validation(field, "must not contain spaces, '?' or '#'") end
+  if scheme == "http" and not allow_insecure and not is_loopback(host) then
+    return nil, errors.validation(field, "uses plain http:// to a host that is not loopback (" .. host ..
+      "); use https:// or set allow_insecure = true")
+  end
+  return (url:gsub("/+$", ""))
+end
+
+--- Creates a client.
+--
+-- Options (each falls back to the environment where one is named):
+--
+-- * `token` (`KOOPHONE_TOKEN`): a ready IAM token; or `iam` = `{user=,
+--   password=, domain=, project_id= | project=, endpoint=}` to obtain and
+--   renew one (see `koophone.auth`)
+-- * `endpoint` (`KOOPHONE_ENDPOINT`, default the vendor's KooPhone URL)
+-- * `cph_endpoint` (`KOOPHONE_CPH_ENDPOINT`), `project_id`
+--   (`KOOPHONE_PROJECT_ID`): needed for `restart_phones`, `job`, `jobs`
+-- * `timeout` (seconds per attempt, default 60), `connect_timeout` (10),
+--   `retries` (3), `retry_base` (0.1 s), `retry_cap` (10 s)
+-- * `ca_file` (`KOOPHONE_CA_FILE`), `ca_path`, `insecure` (skip TLS
+--   verification; off), `proxy`, `no_proxy`, `http_version` ("1.1", "2")
+-- * `allow_insecure`: allow plain `http://` to a non-loopback host
+-- * `strict_command`: enforce the documented command charset
+-- * `max_restart` (100): phones per batch-restart request
+-- * `poll_interval` (0.5 s), `poll_max_interval` (10 s), `task_timeout` (600 s)
+-- * `engine`: share an engine (from `koophone.engine()`) between clients
+-- @tparam[opt] table opts
+-- @treturn Client|nil
+-- @treturn table|nil err (a validation error naming the option)
+function M.new(opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then error("koophone.new: options must be a table", 2) end
+  local self = setmetatable({}, Client)
+  local err
+  local insecure_ok = opts.allow_insecure
+  self.endpoint, err = check_endpoint("endpoint", opts.endpoint or getenv("KOOPHONE_ENDPOINT") or DEFAULT_ENDPOINT,
+                                      insecure_ok)
+  if not self.endpoint then return nil, err end
+  local cph = opts.cph_endpoint or getenv("KOOPHONE_CPH_ENDPOINT")
+  if cph then
+    self.cph_endpoint, err = check_endpoint("cph_endpoint", cph, insecure_ok)
+    if not self.cph_endpoint then return nil, err end
+  end
+  self.project_id = opts.project_id or getenv("KOOPHONE_PROJECT_ID")
+  if self.project_id ~= nil then
+    local ok, perr = validate.path_id("project_id", self.project_id)
+    if not ok then return nil, perr end
+  end
+  for _, k in ipairs { "timeout", "connect_timeout", "retry_base", "retry_cap", "poll_interval",
+                       "poll_max_interval", "task_timeout" } do
+    local ok, verr = validate.seconds(k, opts[k], k ~= "retry_base")
+    if not ok then return nil, verr end
+  end
+  if opts.retries ~= nil then
+    local ok, verr = validate.integer("retries", opts.retries, 0, 20)
+    if not ok then return nil, verr end
+  end
+  self.max_restart = opts.max_restart or 100
+  do
+    local ok, verr = validate.integer("max_restart", self.max_restart, 1, 1000)
+    if not ok then return nil, verr end
+  end
+  self.auth, err = auth.from_options(opts, self)
+  if not self.auth then return nil, err end
+  self.strict_command = opts.strict_command and true or false
+  self.poll_interval = opts.poll_interval or 0.5
+  self.poll_max_interval = opts.poll_max_interval or 10
+  self.task_timeout = opts.task_timeout or 600
+  self.shared_engine = opts.engine ~= nil
+  self.engine = opts.engine or core.engine { max_host_connections = opts.max_connections }
+  self.transport = transport.new {
+    engine = self.engine, auth = self.auth, version = M.VERSION,
+    timeout = opts.timeout, connect_timeout = opts.connect_timeout, retries = opts.retries,
+    retry_base = opts.retry_base, retry_cap = opts.retry_cap,
+    ca_file = opts.ca_file or getenv("KOOPHONE_CA_FILE"), ca_path = opts.ca_path,
+    insecure = opts.insecure, proxy = opts.proxy, no_proxy = opts.no_proxy,
+    http_version = opts.http_version, client_cert = opts.client_cert, client_key = opts.client_key,
+  }
+  self.auth:attach(self.transport)
+  return self
+end
+
+function Client:__tostring()
+  return ("koophone.client (%s)"):format(self.endpoint)
+end
+
+-- A call to the KooPhone API: checks the envelope, returns `data`.
+function Client:_koophone(method, path, body, opts)
+  local res, err = self.transport:request {
+    method = method, url = self.endpoint .. path, json = body,
+    request_id = opts and opts.request_id, timeout = opts and opts.timeout,
+  }
+  if not res then return nil, err end
+  local b = res.body
+  local code = b.error_code
+  if code ~= nil and tostring(code) ~= "0" then
+    return nil, errors.new { kind = "vendor", http_status = res.status, code = tostring(code),
+                             message = rows.text(b.error_msg), request_id = res.request_id,
+                             attempts = res.attempts }
+  end
+  if type(b.data) ~= "table" then
+    return nil, errors.new { kind = "decode", http_status = res.status, request_id = res.request_id,
+                             message = "reply has no 'data' object", attempts = res.attempts,
+                             maybe_executed = method ~= "GET" }
+  end
+  return b.data, res
+end
+
+-- A call to the CPH API (no envelope).
+function Client:_cph(method, path, body, opts)
+  if not self.cph_endpoint then
+    return nil, errors.validation("cph_endpoint", "is not configured (option cph_endpoint or KOOPHONE_CPH_ENDPOINT)")
+  end
+  if not self.project_id then
+    return nil, errors.validation("project_id", "is not configured (option project_id or KOOPHONE_PROJECT_ID)")
+  end
+  local res, err = self.transport:request {
+    method = method, url = self.cph_endpoint .. "/v1/" .. self.project_id .. path, json = body,
+    request_id = opts and opts.request_id, timeout = opts and opts.timeout,
+  }
+  if not res then return nil, err end
+  return res.body, res
+end
+
+local function check_call_opts(opts)
+  if opts == nil then return true end
+  if type(opts) ~= "table" then return nil, errors.validation("opts", "must be a table") end
+  local ok, err = validate.seconds("timeout", opts.timeout, true)
+  if not ok then return nil, err end
+  if opts.request_id ~= nil then
+    ok, err = validate.text("request_id", opts.request_id, 128, false)
+    if not ok then return nil, err end
+  end
+  return true
+end
+
+local function decode_fail(res, what)
+  return errors.new { kind = "decode", http_status = res.status, request_id = res.request_id,
+                      attempts = res.attempts, message = what, maybe_executed = true }
+end
+
+--- Runs a command on up to 32 instances and waits for its output
+-- (`POST /v1/instances/sync-command`).
+-- @tparam string command e.g. `"getprop ro.build.version.release"`
+-- @tparam {string,...} ids instance ids (1..32, each at most 32 characters)
+-- @tparam[opt] table opts `request_id`, `timeout` (seconds)
+-- @treturn {table,...}|nil one row per id, in the order given
+-- @treturn table info `{request_id=, attempts=}` or the error
+function Client:sync_command(command, ids, opts)
+  local ok, err = validate.command(command, self.strict_command or (opts and opts.strict))
+  if ok then ok, err = validate.ids("instance_ids", ids, limits.sync_ids) end
+  if ok then ok, err = check_call_opts(opts) end
+  if not ok then return nil, err end
+  local data, res = self:_koophone("POST", "/v1/instances/sync-command",
+                                   { command = command, instance_ids = ids }, opts)
+  if not data then return nil, res end
+  if type(data.cmd_results) ~= "table" then return nil, decode_fail(res, "reply has no 'cmd_results' list") end
+  local by_id = {}
+  for _, item in ipairs(data.cmd_results) do
+    if type(item) == "table" and item.instance_id ~= nil then by_id[tostring(item.instance_id)] = item end
+  end
+  local out = {}
+  local extra = { request_id = res.request_id, attempts = res.attempts, elapsed = res.elapsed }
+  for i, id in ipairs(ids) do
+    local item = by_id[id]
+    if item then
+      out[i] = rows.from_item(id, "instance_id", item, extra)
+    else
+      out[i] = rows.from_error(id, "instance_id", errors.new {
+        kind = "protocol", message = "the reply has no result for this instance",
+        request_id = res.request_id, attempts = res.attempts }, extra)
+    end
+  end
+  return out, { request_id = res.request_id, attempts = res.attempts }
+end
+
+-- Builds a task from a reply's task_id and cmd_jobs.
+function Client:_task_from_jobs(kind, ids, data, res)
+  if type(data.cmd_jobs) ~= "table" or data.task_id == nil or data.task_id == core.null then
+    return nil, decode_fail(res, "reply has no 'task_id' and 'cmd_jobs'")
+  end
+  local jobs = {}
+  for _, j in ipairs(data.cmd_jobs) do
+    if type(j) == "table" and rows.text(j.job_id) and rows.text(j.instance_id) then
+      jobs[rows.text(j.job_id)] = rows.text(j.instance_id)
+    end
+  end
+  return Task.new(self, {
+    kind = kind, id = tostring(data.task_id), ids = ids, jobs = jobs, id_field = "instance_id",
+    request_id = res.request_id, attempts = res.attempts,
+  })
+end
+
+--- Starts a command on up to 100 instances (`POST /v1/instances/async-command`).
+-- @tparam string command
+-- @tparam {string,...} ids instance ids (1..100)
+-- @tparam[opt] table opts `request_id`, `timeout`
+-- @treturn koophone.task.Task|nil a task (see `koophone.task`)
+-- @treturn ?table err
+function Client:async_command(command, ids, opts)
+  local ok, err = validate.command(command, self.strict_command or (opts and opts.strict))
+  if ok then ok, err = validate.ids("instance_ids", ids, limits.async_ids) end
+  if ok then ok, err = check_call_opts(opts) end
+  if not ok then return nil, err end
+  local data, res = self:_koophone("POST", "/v1/instances/async-command",
+                                   { command = command, instance_ids = ids }, opts)
+  if not data then return nil, res end
+  return self:_task_from_jobs("command", ids, data, res)
+end
+
+local INSTALL_TEXT = {
+  { "object_name", limits.name_chars, true }, { "file_name", limits.name_chars, true },
+  { "object_version", limits.name_chars, true }, { "biz_type", limits.type_chars, true },
+  { "content_type", limits.type_chars, true }, { "content_md5", limits.md5_chars, false, true },
+  { "install_package_url", limits.url_chars, true },
+}
+
+-- Checks an install description; returns the body to send (numbers for
+-- fast_install and object_size, as the page's example sends them).
+local function install_body(app, ids)
+  if type(app) ~= "table" then return nil, errors.validation("app", "must be a table of install fields") end
+  local body = { biz_type = "apk", content_type = "application/octet-stream", content_md5 = "" }
+  for k, v in pairs(app) do body[k] = v end
+  for _, f in ipairs(INSTALL_TEXT) do
+    local ok, err = validate.text(f[1], body[f[1]], f[2], f[3], f[4])
+    if not ok then return nil, err end
+  end
+  if not body.install_package_url:match("^https?://[^/%s]") then
+    return nil, errors.validation("install_package_url", "must be an http(s) URL", limits.url_chars)
+  end
+  local fast = body.fast_install
+  if fast == nil then fast = 0 end
+  if fast == true then fast = 1 elseif fast == false then fast = 0 end
+  fast = tonumber(fast)
+  if fast ~= 0 and fast ~= 1 then
+    return nil, errors.validation("fast_install", "must be 0 (common) or 1 (quick), got " .. tostring(body.fast_install))
+  end
+  body.fast_install = fast
+  local size = body.object_size
+  if type(size) == "string" and size:match("^%d+$") then size = tonumber(size) end
+  if type(size) ~= "number" or size ~= size or size < 0 or size % 1 ~= 0 or size > 2^53 then
+    return nil, errors.validation("object_size", "must be a whole number of MB (number or digit string), got "
+                                  .. tostring(body.object_size))
+  end
+  body.object_size = size
+  local ok, err = validate.ids("instance_id_list", ids, limits.install_ids)
+  if not ok then return nil, err end
+  body.instance_id_list = ids
+  for k in pairs(body) do
+    if type(k) ~= "string" then return nil, errors.validation("app", "has a non-string key") end
+  end
+  return body
+end
+
+--- Installs an app on up to 100 instances (`POST /v1/instances/app/install`).
+-- @tparam table app `object_name`, `file_name`, `object_version`,
+--   `object_size` (MB), `install_package_url` (treated as a secret: its
+--   query string never appears in errors or logs), `fast_install` (0/1),
+--   `biz_type` ("apk"), `content_type` ("application/octet-stream"), `content_md5`
+-- @tparam {string,...} ids instance ids (1..100)
+-- @tparam[opt] table opts `request_id`, `timeout`
+-- @treturn koophone.task.Task|nil
+-- @treturn ?table err
+function Client:install_app(app, ids, opts)
+  local body, err = install_body(app, ids)
+  if body then
+    local ok
+    ok, err = check_call_opts(opts)
+    if not ok then body = nil end
+  end
+  if not body then return nil, err end
+  local data, res = self:_koophone("POST", "/v1/instances/app/install", body, opts)
+  if not data then return nil, res end
+  if type(data.data) ~= "table" then return nil, decode_fail(res, "reply has no 'data.data' object") end
+  return self:_task_from_jobs("install", ids, data.data, res)
+end
+
+local property_json = require("cjson").new()
+
+local function restart_body(phones, image_id, max)
+  if type(phones) ~= "table" then return nil, errors.validation("phones", "must be a list") end
+  local ids, list = {}, {}
+  for i, p in ipairs(phones) do
+    local entry
+    if type(p) == "string" then
+      entry = { phone_id = p }
+    elseif type(p) == "table" then
+      entry = { phone_id = p.phone_id or p.id }
+      local prop = p.property
+      if type(prop) == "table" then
+        local ok, s = pcall(property_json.encode, prop)
+        if not ok then return nil, errors.validation(("phones[%d].property"):format(i), "cannot be encoded as JSON") end
+        entry.property = s
+      elseif type(prop) == "string" then
+        entry.property = prop
+      elseif prop ~= nil then
+        return nil, errors.validation(("phones[%d].property"):format(i), "must be a table or a JSON string")
+      end
+    else
+      return nil, errors.validation(("phones[%d]"):format(i), "must be a phone id or {phone_id=, property=}")
+    end
+    ids[i] = entry.phone_id
+    list[i] = entry
+  end
+  local ok, err = validate.ids("phones", ids, max, limits.phone_id_chars)
+  if not ok then
+    if err.field then err.field = err.field:gsub("^phones%[(%d+)%]$", "phones[%1].phone_id") end
+    err.message = err.message:gsub("^phones%[(%d+)%]", "phones[%1].phone_id")
+    return nil, err
+  end
+  if #phones ~= #list or next(phones) == nil then return nil, errors.validation("phones", "must not be empty", max) end
+  local body = { phones = list }
+  if image_id ~= nil then
+    ok, err = validate.path_id("image_id", image_id)
+    if not ok then return nil, err end
+    body.image_id = image_id
+  end
+  return body, ids
+end
+
+--- Restarts (or starts) cloud phones
+-- (`POST /v1/{project_id}/cloud-phone/phones/batch-restart`, CPH).
+-- @tparam table phones phone ids, or `{phone_id=, property={...}}` tables
+--   (a property table is sent JSON-encoded, as the API wants a string)
+-- @tparam[opt] table opts `image_id`, `request_id`, `timeout`
+-- @treturn koophone.task.Task|nil a task followed with ListJobs
+-- @treturn ?table err
+function Client:restart_phones(phones, opts)
+  local ok, err = check_call_opts(opts)
+  if not ok then return nil, err end
+  local body, ids = restart_body(phones, opts and opts.image_id, self.max_restart)
+  if not body then return nil, ids end
+  local reply, res = self:_cph("POST", "/cloud-phone/phones/batch-restart", body, opts)
+  if not reply then return nil, res end
+  if type(reply.jobs) ~= "table" then return nil, decode_fail(res, "reply has no 'jobs' list") end
+  local jobs, initial = {}, {}
+  local request_id = rows.text(reply.request_id)
+  for _, j in ipairs(reply.jobs) do
+    if type(j) == "table" and rows.text(j.phone_id) then
+      local pid = rows.text(j.phone_id)
+      if rows.text(j.job_id) then
+        jobs[rows.text(j.job_id)] = pid
+      elseif rows.text(j.error_code) or rows.text(j.error_msg) then
+        initial[pid] = { id = pid, phone_id = pid, status = "failed", code = rows.text(j.error_code),
+                         message = rows.text(j.error_msg), request_id = request_id }
+      end
+    end
+  end
+  return Task.new(self, { kind = "restart", id = request_id, ids = ids, jobs = jobs, rows = initial,
+                          id_field = "phone_id", request_id = request_id, attempts = res.attempts })
+end
+
+--- Reads an async task's jobs once (`GET /v1/instances/tasks/{task_id}`).
+-- @tparam string task_id
+-- @tparam[opt] table opts `request_id`, `timeout`
+-- @treturn {table,...}|nil the jobs: rows keyed by job (`id` is the job id)
+-- @treturn ?table err
+function Client:query_task(task_id, opts)
+  local ok, err = validate.path_id("task_id", task_id)
+  if ok then ok, err = check_call_opts(opts) end
+  if not ok then return nil, err end
+  local data, res = self:_koophone("GET", "/v1/instances/tasks/" .. task_id, nil, opts)
+  if not data then return nil, res end
+  if type(data.jobs) ~= "table" then return nil, decode_fail(res, "reply has no 'jobs' list") end
+  local out = {}
+  for _, j in ipairs(data.jobs) do
+    if type(j) == "table" and rows.text(j.job_id) then
+      out[#out + 1] = rows.from_item(rows.text(j.job_id), "job_id", j, { task_id = task_id })
+    end
+  end
+  return out
+end
+
+--- A task object for an existing task id, e.g. after a restart of the
+-- program (see `koophone.task`).
+-- @tparam string task_id
+-- @tparam[opt] table opts `jobs` (job_id -> instance id; without it rows
+--   are keyed by job id), `ids` (the instances, in order), `kind`
+--   ("command", "install" or "restart": then task_id is the request id)
+-- @treturn koophone.task.Task|nil
+-- @treturn ?table err
+function Client:task(task_id, opts)
+  opts = opts or {}
+  local ok, err = validate.path_id("task_id", task_id)
+  if not ok then return nil, err end
+  local kind = opts.kind or "command"
+  return Task.new(self, { kind = kind, id = task_id, ids = opts.ids, jobs = opts.jobs,
+                          id_field = kind == "restart" and "phone_id" or "instance_id" })
+end
+
+local function cph_job_row(j)
+  local pid = rows.text(j.phone_id) or rows.text(j.job_id) or "?"
+  local row = rows.from_item(pid, "phone_id", j)
+  row.server_id = rows.text(j.server_id)
+  row.begin_time = rows.text(j.begin_time)
+  row.end_time = rows.text(j.end_time)
+  row.request_id = rows.text(j.request_id)
+  return row
+end
+
+--- One CPH job (`GET /v1/{project_id}/cloud-phone/jobs/{job_id}`, ShowJob).
+-- @tparam string job_id
+-- @tparam[opt] table opts `request_id`, `timeout`
+-- @treturn table|nil a row (`id` is the phone id)
+-- @treturn ?table err
+function Client:job(job_id, opts)
+  local ok, err = validate.path_id("job_id", job_id)
+  if ok then ok, err = check_call_opts(opts) end
+  if not ok then return nil, err end
+  local body, res = self:_cph("GET", "/cloud-phone/jobs/" .. job_id, nil, opts)
+  if not body then return nil, res end
+  return cph_job_row(body)
+end
+
+--- The CPH jobs of one or more requests
+-- (`GET /v1/{project_id}/cloud-phone/jobs`, ListJobs), every page.
+-- @tparam table q `request_id` or `request_ids` (up to 20), `offset` (0),
+--   `limit` (page size, 1..100, default 100), `request_id_header`, `timeout`
+-- @treturn {table,...}|nil rows, one per job (`id` is the phone id)
+-- @treturn ?table err
+function Client:jobs(q)
+  if type(q) ~= "table" then return nil, errors.validation("query", "must be a table {request_id=...}") end
+  local ids = q.request_ids or (q.request_id and { q.request_id })
+  if not ids then return nil, errors.validation("request_id", "is required (or request_ids)") end
+  local ok, err = validate.ids("request_ids", ids, limits.list_request_ids, 128)
+  if not ok then return nil, err end
+  local offset, limit = q.offset or 0, q.limit or limits.list_limit
+  ok, err = validate.integer("offset", offset, 0)
+  if ok then ok, err = validate.integer("limit", limit, 1, limits.list_limit) end
+  if ok then ok, err = validate.seconds("timeout", q.timeout, true) end
+  if not ok then return nil, err end
+  local key = #ids == 1 and "request_id=" or "request_ids="
+  local out = {}
+  while true do
+    local path = ("/cloud-phone/jobs?%s%s&offset=%d&limit=%d"):format(key, table.concat(ids, ","), offset, limit)
+    local body, res = self:_cph("GET", path, nil, { timeout = q.timeout, request_id = q.request_id_header })
+    if not body then return nil, res end
+    if type(body.jobs) ~= "table" then return nil, decode_fail(res, "reply has no 'jobs' list") end
+    local n = #body.jobs
+    for i = 1, n do
+      if type(body.jobs[i]) == "table" then out[#out + 1] = cph_job_row(body.jobs[i]) end
+    end
+    offset = offset + n
+    local total = tonumber(body.count)
+    if n < limit or n == 0 or (total and offset >= total) then break end
+  end
+  return out
+end
+
+--- Advances every transfer of this client's engine without blocking and
+-- returns how many are still running. Call it once per frame in a game
+-- loop, then `task:poll()` the tasks you follow.
+-- @treturn integer
+function Client:step()
+  local running = self.engine:perform()
+  return running
+end
+
+--- Frees the client's engine (cancelling transfers in flight) unless it was
+-- shared through `opts.engine`.
+function Client:close()
+  if self.engine and not self.shared_engine then self.engine:close() end
+end
+
+return M

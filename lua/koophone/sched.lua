@@ -1,0 +1,216 @@
+--- Scheduling: how koophone waits.
+--
+-- Library code never blocks directly; it calls `sched.await(engine, req)`
+-- (until a request finishes) or `sched.sleep(engine, seconds)`. What that
+-- means depends on where the code runs:
+--
+-- * inside a coroutine managed by a scheduler (`koophone.spawn` /
+--   `koophone.run`, or a task's internal poller): it yields, and the manager
+--   resumes it when the request is done or the time has come;
+-- * anywhere else: it blocks in `engine:wait()` (curl_multi_poll), which
+--   sleeps until a socket is ready — no busy loop — while every other
+--   transfer of the engine goes on.
+--
+-- Hosts with their own loop (OpenResty, cqueues, luv) install a waiter with
+-- `sched.set_waiter`.
+-- @module koophone.sched
+local core = require "koophone.core"
+
+local M = {}
+
+local now = core.now
+M.now = now
+
+--- The marker that a managed coroutine yields with, so that a manager can
+-- tell koophone's waits from a host's own `coroutine.yield`s.
+M.WAIT = setmetatable({}, { __tostring = function() return "koophone.sched.WAIT" end })
+local WAIT = M.WAIT
+
+-- coroutine -> true for coroutines whose resumer understands WAIT yields
+local managed = setmetatable({}, { __mode = "k" })
+
+--- Marks a coroutine as managed: its waits yield `WAIT, kind, arg, engine`
+-- (kind "req" with the request, or "until" with a `now()` deadline).
+-- @tparam thread co
+function M.manage(co) managed[co] = true end
+
+local function in_managed()
+  local co = coroutine.running()
+  return co ~= nil and managed[co] == true
+end
+
+-- The default waiter: block in the engine.
+local blocking = {}
+
+function blocking.await(engine, req)
+  repeat
+    engine:perform()
+    if req:done() then return end
+    engine:wait(1000)
+  until req:done()
+end
+
+function blocking.sleep(engine, seconds)
+  local deadline = now() + seconds
+  while true do
+    engine:perform()
+    local left = deadline - now()
+    if left <= 0 then return end
+    engine:wait(left * 1000)
+  end
+end
+
+local waiter = blocking
+
+--- Replaces how code outside managed coroutines waits (e.g. with
+-- `ngx.sleep` in OpenResty). `w` has `await(engine, req)` and
+-- `sleep(engine, seconds)`; `nil` restores blocking waits.
+-- @tparam[opt] table w
+function M.set_waiter(w) waiter = w or blocking end
+
+--- Returns once `req:done()`. Never raises for the request's own outcome.
+-- @param engine the engine the request belongs to
+-- @param req a request from `engine:submit`
+function M.await(engine, req)
+  if req:done() then return end
+  if in_managed() then
+    repeat coroutine.yield(WAIT, "req", req, engine) until req:done()
+  else
+    waiter.await(engine, req)
+  end
+end
+
+--- Waits `seconds` while the engine keeps every transfer moving.
+-- @param engine
+-- @tparam number seconds
+function M.sleep(engine, seconds)
+  if seconds <= 0 then return end
+  if in_managed() then
+    local deadline = now() + seconds
+    repeat coroutine.yield(WAIT, "until", deadline, engine) until now() >= deadline
+  else
+    waiter.sleep(engine, seconds)
+  end
+end
+
+-- A binary min-heap of {at, co} for sleeping coroutines.
+local function heap_push(h, at, co)
+  local n = #h + 1
+  h[n] = { at, co }
+  while n > 1 do
+    local p = math.floor(n / 2)
+    if h[p][1] <= h[n][1] then break end
+    h[p], h[n] = h[n], h[p]
+    n = p
+  end
+end
+
+local function heap_pop(h)
+  local top, n = h[1], #h
+  h[1] = h[n]
+  h[n] = nil
+  n = n - 1
+  local i = 1
+  while true do
+    local l, r, m = 2 * i, 2 * i + 1, i
+    if l <= n and h[l][1] < h[m][1] then m = l end
+    if r <= n and h[r][1] < h[m][1] then m = r end
+    if m == i then break end
+    h[i], h[m] = h[m], h[i]
+    i = m
+  end
+  return top
+end
+
+--- A scheduler: runs many coroutines in one thread over koophone's engines.
+-- @type Runner
+local Runner = {}
+Runner.__index = Runner
+
+--- A new, empty scheduler.
+-- @treturn Runner
+function M.runner()
+  return setmetatable({ ready = {}, by_req = {}, timers = {}, engines = {}, count = 0,
+                        errors = {} }, Runner)
+end
+
+--- Adds a coroutine running `fn(...)`; it starts at the next `run()`.
+-- @tparam function fn
+-- @return the coroutine
+function Runner:spawn(fn, ...)
+  local args = table.pack and table.pack(...) or { n = select("#", ...), ... }
+  local co = coroutine.create(function() return fn((table.unpack or unpack)(args, 1, args.n)) end)
+  managed[co] = true
+  self.ready[#self.ready + 1] = co
+  self.count = self.count + 1
+  return co
+end
+
+function Runner:_resume(co)
+  local ok, marker, kind, arg, engine = coroutine.resume(co)
+  if not ok then
+    self.count = self.count - 1
+    self.errors[#self.errors + 1] = debug.traceback(co, tostring(marker))
+    return
+  end
+  if coroutine.status(co) == "dead" then
+    self.count = self.count - 1
+    return
+  end
+  if marker ~= WAIT then
+    -- a plain coroutine.yield from user code: let the others run first
+    self.ready[#self.ready + 1] = co
+    return
+  end
+  self.engines[engine] = true
+  if kind == "req" then
+    if arg:done() then self.ready[#self.ready + 1] = co else self.by_req[arg] = co end
+  else
+    heap_push(self.timers, arg, co)
+  end
+end
+
+--- Runs every spawned coroutine to its end. Raises if one raised.
+-- @tparam[opt] number timeout give up after this many seconds (returns false)
+-- @treturn boolean true when all finished
+function Runner:run(timeout)
+  local deadline = timeout and now() + timeout
+  while self.count > 0 do
+    local ready = self.ready
+    self.ready = {}
+    for i = 1, #ready do self:_resume(ready[i]) end
+    if #self.errors > 0 then error(table.concat(self.errors, "\n"), 0) end
+    if self.count == 0 then break end
+    for engine in pairs(self.engines) do
+      local _, finished = engine:perform()
+      if finished then
+        for i = 1, #finished do
+          local co = self.by_req[finished[i]]
+          if co then
+            self.by_req[finished[i]] = nil
+            self.ready[#self.ready + 1] = co
+          end
+        end
+      end
+    end
+    local t = now()
+    local timers = self.timers
+    while timers[1] and timers[1][1] <= t do
+      self.ready[#self.ready + 1] = heap_pop(timers)[2]
+    end
+    if deadline and t >= deadline then return false end
+    if #self.ready == 0 then
+      local ms = 1000
+      if timers[1] then ms = math.max(0, (timers[1][1] - t) * 1000) end
+      if deadline then ms = math.min(ms, math.max(0, (deadline - t) * 1000)) end
+      local engine = next(self.engines)
+      if engine then
+        if next(self.engines, engine) then ms = math.min(ms, 5) end
+        engine:wait(ms)
+      end
+    end
+  end
+  return true
+end
+
+return M

@@ -1,0 +1,293 @@
+--- Tasks: what `async_command`, `install_app` and `restart_phones` return.
+--
+-- A task knows which job belongs to which instance (or phone) and follows
+-- the jobs until none is running:
+--
+--     local task = assert(client:async_command("sleep 2", ids))
+--     local rows, err = task:wait { timeout = 60 }   -- blocks, or yields
+--
+-- * `task:poll()` never blocks: it returns `done, rows`, starting a status
+--   query when one is due and picking up its answer when it has arrived.
+-- * `task:wait{timeout, interval, max_interval, on_progress}` waits with
+--   adaptive backoff (first query after `interval`, then ×1.5 up to
+--   `max_interval`; `Retry-After` honoured). Outside a scheduler it blocks
+--   in the engine (no busy loop); inside `koophone.spawn` it yields.
+--
+-- Rows list every id exactly once, in the order given (see `koophone.rows`).
+-- Command and install tasks are queried with `GET /v1/instances/tasks/{id}`,
+-- restart tasks with one ListJobs call by request id (paged).
+-- @module koophone.task
+local sched = require "koophone.sched"
+local rows = require "koophone.rows"
+local errors = require "koophone.errors"
+
+local Task = {}
+Task.__index = Task
+
+local WAIT = sched.WAIT
+
+--- Builds a task (used by the client; see `Client:task` to attach to an
+-- existing one).
+-- @tparam table client
+-- @tparam table t `kind`, `id`, `ids`, `jobs` (job_id -> id), `rows`
+--   (initial final rows by id), `id_field`, `request_id`
+-- @treturn Task
+function Task.new(client, t)
+  local self = setmetatable({
+    client = client, kind = t.kind, id = t.id, request_id = t.request_id,
+    id_field = t.id_field or "instance_id", jobs = t.jobs or {}, rows = {}, order = {},
+    running = 0, polls = 0, started = sched.now(), finished = false,
+    interval = client.poll_interval, max_interval = client.poll_max_interval,
+  }, Task)
+  self.next_due = self.started + self.interval
+  local extra_key = self.kind == "restart" and "request_id" or "task_id"
+  local seen = {}
+  local function add(id)
+    if seen[id] then return end
+    seen[id] = true
+    self.order[#self.order + 1] = id
+  end
+  for _, id in ipairs(t.ids or {}) do add(id) end
+  for job_id, id in pairs(self.jobs) do
+    if not seen[id] and t.ids then
+      -- the vendor answered with an id we did not send: keep it apart
+      self.unexpected = self.unexpected or {}
+      self.unexpected[#self.unexpected + 1] = id
+    end
+    if not t.ids then add(id) end
+    self.rows[id] = { id = id, [self.id_field] = id, status = "running", vendor_status = 1,
+                      job_id = job_id, [extra_key] = self.id, request_id = t.request_id }
+    self.running = self.running + 1
+  end
+  for id, row in pairs(t.rows or {}) do
+    if not self.rows[id] then
+      row[extra_key] = row[extra_key] or self.id
+      self.rows[id] = row
+    end
+  end
+  for _, id in ipairs(self.order) do
+    if not self.rows[id] then
+      self.rows[id] = { id = id, [self.id_field] = id, status = "error", [extra_key] = self.id,
+                        request_id = t.request_id,
+                        message = "the vendor returned no job for this id" }
+    end
+  end
+  if self.running == 0 then self.finished = true end
+  return self
+end
+
+function Task:__tostring()
+  return ("koophone.task %s (%s, %d ids, %d running)"):format(
+    tostring(self.id), self.kind, #self.order, self.running)
+end
+
+--- The rows so far, in the order of the ids given.
+-- @treturn {table,...}
+function Task:results()
+  local out = {}
+  for i, id in ipairs(self.order) do out[i] = self.rows[id] end
+  return out
+end
+
+--- Counts by status: `{ok=, failed=, error=, timeout=, running=, total=}`.
+-- @treturn table
+function Task:counts()
+  local c = { ok = 0, failed = 0, error = 0, timeout = 0, running = 0, total = #self.order }
+  for _, id in ipairs(self.order) do
+    local s = self.rows[id].status
+    c[s] = (c[s] or 0) + 1
+  end
+  return c
+end
+
+-- Applies one query's jobs; returns how many finished in it.
+function Task:_apply(jobs)
+  local changed = 0
+  local extra_key = self.kind == "restart" and "request_id" or "task_id"
+  local now = sched.now()
+  for _, j in ipairs(jobs) do
+    local id = self.jobs[j.job_id]
+    local row = id and self.rows[id]
+    if row and row.status == "running" then
+      local status = rows.status(j.vendor_status)
+      if status ~= "running" then
+        local new = rows.from_item(id, self.id_field, {
+          status = j.vendor_status, execute_msg = j.output, error_code = j.code,
+          error_msg = j.message, job_id = j.job_id }, { [extra_key] = self.id, request_id = self.request_id })
+        if new.status == "error" and j.vendor_status == nil then new.message = "job has no status" end
+        new.elapsed = now - self.started
+        new.polls = self.polls
+        self.rows[id] = new
+        self.running = self.running - 1
+        changed = changed + 1
+      end
+    end
+  end
+  if self.running == 0 then self.finished = true end
+  return changed
+end
+
+-- One status query (runs inside the task's own managed coroutine).
+function Task:_query()
+  local c = self.client
+  if self.kind == "restart" then
+    local list, err = c:jobs { request_id = self.id }
+    if not list then return nil, err end
+    return list
+  end
+  return c:query_task(self.id)
+end
+
+-- Called when a query coroutine ends.
+function Task:_query_done(ok, jobs, err)
+  self.query, self.wait_on = nil, nil
+  self.polls = self.polls + 1
+  if not ok then -- a bug in our code: surface it, loudly
+    error(jobs, 0)
+  end
+  if jobs then
+    self.last_error = nil
+    self.query_failures = 0
+    if self:_apply(jobs) > 0 then self.progressed = true end
+  else
+    self.last_error = err
+    self.query_failures = (self.query_failures or 0) + 1
+    if not err.retryable then
+      -- the task cannot be read (not found, forbidden, ...): every job
+      -- still running is an error, with the reason
+      for _, id in ipairs(self.order) do
+        if self.rows[id].status == "running" then
+          local job_id = self.rows[id].job_id
+          self.rows[id] = rows.from_error(id, self.id_field, err, { job_id = job_id, task_id = self.id })
+          self.running = self.running - 1
+        end
+      end
+      self.finished = true
+      self.progressed = true
+    end
+  end
+  self.next_due = sched.now() + self.interval
+  self.interval = math.min(self.interval * 1.5, self.max_interval)
+end
+
+-- Resumes the query coroutine if what it waits for has happened.
+function Task:_step_query()
+  local w = self.wait_on
+  if w then
+    if w[1] == "req" and not w[2]:done() then return end
+    if w[1] == "until" and sched.now() < w[2] then return end
+  end
+  local ok, marker, kind, arg = coroutine.resume(self.query)
+  if not ok then return self:_query_done(false, marker) end
+  if coroutine.status(self.query) == "dead" then
+    return self:_query_done(true, marker, kind) -- the function's returns: jobs, err
+  end
+  if marker == WAIT then self.wait_on = { kind, arg } else self.wait_on = nil end
+end
+
+--- Advances the task without blocking.
+-- @treturn boolean done (no job is running any more)
+-- @treturn {table,...} rows so far (every id once)
+function Task:poll()
+  if self.finished then return true, self:results() end
+  self.client.engine:perform()
+  if self.query then
+    self:_step_query()
+  elseif sched.now() >= self.next_due then
+    self.query = coroutine.create(function() return self:_query() end)
+    sched.manage(self.query)
+    self:_step_query()
+  end
+  return self.finished, self:results()
+end
+
+--- Marks every running row as timed out and finishes the task.
+-- @treturn {table,...} rows
+function Task:expire()
+  for _, id in ipairs(self.order) do
+    local row = self.rows[id]
+    if row.status == "running" then
+      row.status = "timeout"
+      row.message = "still running when the wait ended"
+      row.elapsed = sched.now() - self.started
+      self.running = self.running - 1
+    end
+  end
+  if self.query then
+    if self.wait_on and self.wait_on[1] == "req" then self.wait_on[2]:cancel() end
+    self.query, self.wait_on = nil, nil
+  end
+  self.finished = true
+  return self:results()
+end
+
+--- The earliest time (on `sched.now()`) the task needs attention, and the
+-- request it waits on, if any.
+-- @treturn number
+-- @return request or nil
+function Task:due()
+  if self.finished then return 0 end
+  if self.query then
+    local w = self.wait_on
+    if w and w[1] == "req" then return math.huge, w[2] end
+    if w and w[1] == "until" then return w[2] end
+    return 0
+  end
+  return self.next_due
+end
+
+--- Waits until no job is running, or the timeout.
+-- @tparam[opt] table opts `timeout` (seconds; the client's task_timeout),
+--   `interval` (first query delay), `max_interval`,
+--   `on_progress(done, total, task)` (called when jobs finish)
+-- @treturn {table,...}|nil rows, every id once
+-- @treturn ?table err on timeout or when the task cannot be read:
+--   `err.kind` and `err.rows` (running ids as status "timeout")
+function Task:wait(opts)
+  opts = opts or {}
+  if opts.interval then
+    self.interval = opts.interval
+    self.next_due = math.min(self.next_due, self.started + opts.interval)
+  end
+  if opts.max_interval then self.max_interval = opts.max_interval end
+  local timeout = opts.timeout or self.client.task_timeout
+  local deadline = sched.now() + timeout
+  local engine = self.client.engine
+  local on_progress = opts.on_progress
+  local total = #self.order
+  while true do
+    local done = self:poll()
+    if self.progressed and on_progress then
+      self.progressed = false
+      on_progress(total - self.running, total, self)
+    end
+    if done then
+      if self.last_error and not self.last_error.retryable then
+        local e = self.last_error
+        return nil, errors.new { kind = e.kind, http_status = e.http_status, code = e.code,
+                                 message = e.message, request_id = e.request_id, rows = self:results() }
+      end
+      return self:results()
+    end
+    local t = sched.now()
+    if t >= deadline then
+      local rs = self:expire()
+      return nil, errors.new { kind = "timeout", rows = rs, task_id = self.id,
+                               message = ("task %s: jobs still running after %gs"):format(self.id, timeout) }
+    end
+    local at, req = self:due()
+    if req then
+      sched.await(engine, req)
+    elseif at > t then
+      sched.sleep(engine, math.min(at, deadline) - t)
+    end
+  end
+end
+
+--- What a journal needs to follow this task again after a restart.
+-- @treturn table `{kind=, id=, jobs=, ids=}`
+function Task:describe()
+  return { kind = self.kind, id = self.id, jobs = self.jobs, ids = self.order }
+end
+
+return Task

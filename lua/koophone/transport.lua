@@ -1,0 +1,180 @@
+--- Transport: one HTTP call with headers, retries and error mapping.
+--
+-- Retry rules (a command must never run twice):
+--
+-- * GET (queries): retried on connect, DNS, timeout, protocol and decode
+--   errors, on 5xx and on 429 — reading twice is harmless;
+-- * POST: retried only when nothing can have run: the request never left
+--   (connect/DNS failure before a byte was sent), or the server refused it
+--   with 429 or 503. Never after a timeout, a reset or a 500.
+--
+-- Backoff is exponential with full jitter, capped, and a `Retry-After`
+-- header is honoured. Every attempt of one call carries the same
+-- `x-request-id`, so support can trace all of them.
+-- @module koophone.transport
+local sched = require "koophone.sched"
+local errors = require "koophone.errors"
+
+local M = {}
+
+local Transport = {}
+Transport.__index = Transport
+
+--- A transport over `engine`.
+-- @tparam table opts `engine`, `auth` (object with `token()` and optional
+--   `renew()`), `timeout`, `connect_timeout` (seconds), `retries`,
+--   `retry_base`, `retry_cap`, `max_retry_after`, TLS and proxy options
+-- @treturn table transport
+function M.new(opts)
+  local self = setmetatable({}, Transport)
+  self.engine = assert(opts.engine, "transport: engine required")
+  self.auth = opts.auth
+  self.timeout_ms = math.floor((opts.timeout or 60) * 1000)
+  self.connect_timeout_ms = math.floor((opts.connect_timeout or 10) * 1000)
+  self.retries = opts.retries or 3
+  self.retry_base = opts.retry_base or 0.1
+  self.retry_cap = opts.retry_cap or 10
+  self.max_retry_after = opts.max_retry_after or 60
+  self.user_agent = "koophone/" .. (opts.version or "0")
+  self.curl = {
+    ca_file = opts.ca_file, ca_path = opts.ca_path, insecure = opts.insecure and true or nil,
+    proxy = opts.proxy, no_proxy = opts.no_proxy, http_version = opts.http_version,
+    client_cert = opts.client_cert, client_key = opts.client_key,
+  }
+  self.random = opts.random or math.random
+  self.stats = { requests = 0, retries = 0 }
+  return self
+end
+
+local GET_RETRY = { connect = true, dns = true, timeout = true, protocol = true, decode = true }
+local POST_RETRY_UNSENT = { connect = true, dns = true }
+
+-- Pulls {code, message} out of the error bodies the vendor's services use.
+local function vendor_fields(body)
+  if type(body) ~= "table" then return nil, nil end
+  if body.error_code ~= nil or body.error_msg ~= nil then
+    return body.error_code, body.error_msg
+  end
+  if type(body.error) == "table" then -- IAM
+    return body.error.code, body.error.message
+  end
+  if body.code ~= nil then return body.code, body.message end
+  return nil, nil
+end
+
+local function text(v)
+  if v == nil or type(v) == "userdata" or type(v) == "table" then return nil end
+  return tostring(v)
+end
+
+-- Maps one finished attempt to nil (success) or an error table.
+function Transport:_classify(res, cerr, method)
+  local secrets = self.auth and self.auth.secrets and self.auth:secrets() or nil
+  if cerr then
+    local e = errors.new {
+      kind = cerr.kind, message = errors.scrub(cerr.message, secrets), curl_code = cerr.curl_code,
+      request_id = cerr.request_id, sent = cerr.sent,
+    }
+    if method == "GET" then e.retryable = GET_RETRY[e.kind] or false
+    else
+      e.retryable = (POST_RETRY_UNSENT[e.kind] and not cerr.sent) or false
+      e.maybe_executed = cerr.sent and true or false
+    end
+    return e
+  end
+  local status = res.status
+  if status >= 200 and status < 300 then
+    if type(res.body) == "table" then return nil end
+    local why = res.decode_error and ("body is not JSON: " .. res.decode_error)
+      or (res.body == nil and "empty body" or "body is not a JSON object")
+    return errors.new { kind = "decode", http_status = status, message = why,
+                        request_id = res.request_id,
+                        retryable = method == "GET", maybe_executed = method ~= "GET" }
+  end
+  local code, message = vendor_fields(res.body)
+  if not message and res.raw then
+    message = errors.scrub(res.raw:sub(1, 200), secrets)
+  end
+  local e = errors.new {
+    kind = "http", http_status = status, code = text(code),
+    message = errors.scrub(text(message) or ("HTTP " .. status), secrets),
+    request_id = res.request_id,
+  }
+  if method == "GET" then e.retryable = status >= 500 or status == 429
+  else e.retryable = status == 429 or status == 503 end
+  if method ~= "GET" and status >= 500 and status ~= 503 then e.maybe_executed = true end
+  if res.retry_after then e.retry_after = tonumber(res.retry_after) end
+  return e
+end
+
+-- Full jitter: uniform in [0, min(cap, base * 2^attempt)], at least Retry-After.
+function Transport:_backoff(attempt, retry_after)
+  local d = math.min(self.retry_cap, self.retry_base * 2 ^ (attempt - 1)) * self.random()
+  if retry_after and retry_after > d then d = math.min(retry_after, self.max_retry_after) end
+  return d
+end
+
+--- Performs one call (with retries). Waits through `koophone.sched`.
+-- @tparam table spec `method`, `url`, `json` (a table to send), `request_id`,
+--   `timeout` (seconds, per attempt), `deadline` (a `sched.now()` time after
+--   which no retry starts), `retries`
+-- @treturn table|nil response `{status, body, request_id, attempts, time}`
+-- @treturn table|nil err
+function Transport:request(spec)
+  local method = spec.method or (spec.json and "POST" or "GET")
+  local request_id = spec.request_id or self.engine:uuid()
+  local retries = spec.retries or self.retries
+  local attempt, renewed = 0, false
+  local started = sched.now()
+  while true do
+    attempt = attempt + 1
+    local token = (self.auth and not spec.no_auth) and self.auth:token() or nil
+    if type(token) == "table" then -- the auth layer could not get a token
+      token.attempts = attempt
+      return nil, token
+    end
+    local headers = {
+      "x-request-id: " .. request_id,
+      "Accept: application/json",
+      "User-Agent: " .. self.user_agent,
+    }
+    if token then headers[#headers + 1] = "X-Auth-Token: " .. token end
+    if spec.json then headers[#headers + 1] = "Content-Type: application/json" end
+    local c = self.curl
+    local req = self.engine:submit {
+      url = spec.url, method = method, headers = headers, json = spec.json,
+      timeout = spec.timeout and math.floor(spec.timeout * 1000) or self.timeout_ms,
+      connect_timeout = self.connect_timeout_ms,
+      ca_file = c.ca_file, ca_path = c.ca_path, insecure = c.insecure, proxy = c.proxy,
+      no_proxy = c.no_proxy, http_version = c.http_version,
+      client_cert = c.client_cert, client_key = c.client_key,
+    }
+    self.stats.requests = self.stats.requests + 1
+    sched.await(self.engine, req)
+    local res, cerr = req:response()
+    local err = self:_classify(res, cerr, method)
+    if not err then
+      res.attempts = attempt
+      res.request_id = res.request_id or request_id
+      res.elapsed = sched.now() - started
+      return res
+    end
+    err.request_id = err.request_id or request_id
+    err.attempts = attempt
+    -- one renewal on 401, when the auth layer can renew (IAM credentials)
+    if err.http_status == 401 and not renewed and not spec.no_auth and self.auth and self.auth.renew then
+      renewed = true
+      local ok, rerr = self.auth:renew(token)
+      if not ok then return nil, rerr end
+      attempt = attempt - 1
+    else
+      if not err.retryable or attempt > retries then return nil, err end
+      local delay = self:_backoff(attempt, err.retry_after)
+      if spec.deadline and sched.now() + delay > spec.deadline then return nil, err end
+      self.stats.retries = self.stats.retries + 1
+      sched.sleep(self.engine, delay)
+    end
+  end
+end
+
+return M

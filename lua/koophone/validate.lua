@@ -1,0 +1,152 @@
+--- Validation: every documented limit, checked before anything is sent.
+-- Each check returns `true` or `nil, err` with `err.field` and `err.limit`.
+-- Limits come from the vendor pages (see ../shared/API.md).
+-- @module koophone.validate
+local errors = require "koophone.errors"
+
+local M = {}
+
+--- The documented limits.
+M.limits = {
+  command_bytes = 1024,
+  id_chars = 32,
+  sync_ids = 32,
+  async_ids = 100,
+  install_ids = 100,
+  name_chars = 100,       -- object_name, file_name, object_version
+  type_chars = 64,        -- biz_type, content_type
+  md5_chars = 200,
+  url_chars = 2000,
+  phone_id_chars = 64,
+  list_request_ids = 20,
+  list_limit = 100,
+}
+
+local bad = errors.validation
+
+local function has_control(s)
+  return s:find("[%z\1-\31\127]") ~= nil
+end
+
+--- A command for sync-command or async-command.
+-- @tparam string command
+-- @tparam[opt] boolean strict also enforce the documented charset
+--   (letters, digits, `_ . / : -`); off by default since the vendor's own
+--   example (`ls -l /system`) has spaces
+function M.command(command, strict)
+  if type(command) ~= "string" then return nil, bad("command", "must be a string, got " .. type(command)) end
+  if command == "" then return nil, bad("command", "must not be empty", M.limits.command_bytes) end
+  if #command > M.limits.command_bytes then
+    return nil, bad("command", ("is %d bytes, at most %d allowed"):format(#command, M.limits.command_bytes),
+                    M.limits.command_bytes)
+  end
+  if has_control(command) then
+    return nil, bad("command", "must not contain control characters (NUL, CR, LF, ...)")
+  end
+  if strict and command:find("[^%w_%./:%-]") then
+    return nil, bad("command", "has characters outside the documented set (letters, digits, _ . / : -)")
+  end
+  return true
+end
+
+--- A list of instance (or phone) ids: non-empty, at most `max` of them,
+-- each a non-empty string of at most `max_chars` characters, no duplicates.
+-- @tparam string field the parameter's name for messages
+-- @tparam table ids
+-- @tparam integer max
+-- @tparam[opt=32] integer max_chars
+function M.ids(field, ids, max, max_chars)
+  max_chars = max_chars or M.limits.id_chars
+  if type(ids) ~= "table" then return nil, bad(field, "must be a list of ids, got " .. type(ids)) end
+  local n = #ids
+  if n == 0 or next(ids) == nil then return nil, bad(field, "must not be empty", max) end
+  if max and n > max then
+    return nil, bad(field, ("has %d ids, at most %d per request"):format(n, max), max)
+  end
+  local seen = {}
+  for i = 1, n do
+    local id = ids[i]
+    local where = ("%s[%d]"):format(field, i)
+    if type(id) ~= "string" then return nil, bad(where, "must be a string, got " .. type(id)) end
+    if id == "" then return nil, bad(where, "must not be empty") end
+    if #id > max_chars then
+      return nil, bad(where, ("is %d characters, at most %d allowed"):format(#id, max_chars), max_chars)
+    end
+    if has_control(id) or id:find("[%s/%?#]") then
+      return nil, bad(where, "must not contain spaces, control characters, '/', '?' or '#'")
+    end
+    if seen[id] then return nil, bad(where, ("duplicates %s[%d] (%q)"):format(field, seen[id], id)) end
+    seen[id] = i
+  end
+  for k in pairs(ids) do
+    if type(k) ~= "number" or k < 1 or k > n or k % 1 ~= 0 then
+      return nil, bad(field, "must be a list (a sequence), found key " .. tostring(k))
+    end
+  end
+  return true
+end
+
+--- An id that goes into a URL path (task_id, job_id).
+-- @tparam string field
+-- @param id
+function M.path_id(field, id)
+  if type(id) ~= "string" then return nil, bad(field, "must be a string, got " .. type(id)) end
+  if id == "" then return nil, bad(field, "must not be empty") end
+  if #id > 128 then return nil, bad(field, "is longer than 128 characters", 128) end
+  if id:find("[^%w%-_%.]") then
+    return nil, bad(field, "may hold only letters, digits, '-', '_' and '.'")
+  end
+  return true
+end
+
+--- A string field with a length bound.
+-- @tparam string field
+-- @param v
+-- @tparam integer max
+-- @tparam boolean required
+-- @tparam[opt] boolean allow_empty
+function M.text(field, v, max, required, allow_empty)
+  if v == nil then
+    if required then return nil, bad(field, "is required", max) end
+    return true
+  end
+  if type(v) ~= "string" then return nil, bad(field, "must be a string, got " .. type(v), max) end
+  if v == "" and not allow_empty then return nil, bad(field, "must not be empty", max) end
+  if #v > max then
+    return nil, bad(field, ("is %d characters, at most %d allowed"):format(#v, max), max)
+  end
+  if has_control(v) then return nil, bad(field, "must not contain control characters") end
+  return true
+end
+
+--- A duration in seconds: a finite number >= 0.
+-- @tparam string field
+-- @param v
+-- @tparam[opt] boolean positive require > 0
+function M.seconds(field, v, positive)
+  if v == nil then return true end
+  if type(v) ~= "number" or v ~= v or v == math.huge or v == -math.huge then
+    return nil, bad(field, "must be a finite number of seconds, got " .. tostring(v))
+  end
+  if v < 0 or (positive and v == 0) then
+    return nil, bad(field, "must be " .. (positive and "> 0" or ">= 0") .. " seconds, got " .. tostring(v))
+  end
+  return true
+end
+
+--- A whole number within [min, max].
+-- @tparam string field
+-- @param v
+-- @tparam number min
+-- @tparam[opt] number max
+function M.integer(field, v, min, max)
+  if type(v) ~= "number" or v ~= v or v % 1 ~= 0 then
+    return nil, bad(field, "must be a whole number, got " .. tostring(v))
+  end
+  if v < min or (max and v > max) then
+    return nil, bad(field, ("must be between %s and %s, got %s"):format(min, max or "inf", v), max or min)
+  end
+  return true
+end
+
+return M
