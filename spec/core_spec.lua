@@ -1,0 +1,186 @@
+-- koophone.core: the C engine and request userdata, against the emulator.
+local core = require "koophone.core"
+local emulator = require "spec.support.emulator"
+
+describe("koophone.core", function()
+  local emu
+  setup(function() emu = emulator.start{} end)
+  teardown(function() emu:stop() end)
+  before_each(function() emu:reset() end)
+
+  local function drive(engine, req)
+    repeat engine:perform() if not req:done() then engine:wait(100) end until req:done()
+  end
+
+  local function headers(extra)
+    local h = { "X-Auth-Token: " .. emu.token, "x-request-id: core-spec" }
+    for _, v in ipairs(extra or {}) do h[#h + 1] = v end
+    return h
+  end
+
+  it("submits without blocking and reports finished requests from perform()", function()
+    local e = core.engine()
+    local req = e:submit{ url = emu.url .. "/_emulator/health" }
+    assert.is_false(req:done())
+    assert.equal(1, e:inflight())
+    local seen = {}
+    repeat
+      local _, finished = e:perform()
+      for _, r in ipairs(finished or {}) do seen[#seen + 1] = r end
+      if #seen == 0 then e:wait(100) end
+    until #seen > 0
+    assert.equal(req, seen[1])
+    assert.equal(0, e:inflight())
+    local res = assert(req:response())
+    assert.equal(200, res.status)
+    assert.is_true(res.body.ok)
+  end)
+
+  it("encodes a json body and decodes the reply with its own cjson", function()
+    local e = core.engine()
+    local req = e:submit{ url = emu.url .. "/v1/instances/sync-command", method = "POST",
+                          headers = headers{ "Content-Type: application/json" },
+                          json = { command = "echo hi", instance_ids = { "kp000001" } } }
+    drive(e, req)
+    local res = assert(req:response())
+    assert.equal(200, res.status)
+    assert.equal("core-spec", res.request_id)
+    assert.equal("0", res.body.error_code)
+    assert.equal("hi", res.body.data.cmd_results[1].execute_msg)
+    assert.equal(res, req:response()) -- built once
+  end)
+
+  it("leaves the host's cjson settings alone", function()
+    local cjson = require "cjson"
+    cjson.decode_max_depth(3)
+    local e = core.engine()
+    local req = e:submit{ url = emu.url .. "/_emulator/config" }
+    drive(e, req)
+    assert.is_table(assert(req:response()).body)
+    cjson.decode_max_depth(1000)
+  end)
+
+  it("gives JSON null as core.null", function()
+    local e = core.engine()
+    local req = e:submit{ url = emu.url .. "/v1/instances/sync-command", method = "POST", headers = headers(),
+                          json = { command = "ls", instance_ids = { "nobody01" } } }
+    drive(e, req)
+    local item = assert(req:response()).body.data.cmd_results[1]
+    assert.equal(core.null, item.execute_msg)
+  end)
+
+  it("keeps a raw body and the decode error when the reply is not JSON", function()
+    emu:add_fault{ endpoint = "task", kind = "malformed" }
+    local e = core.engine()
+    local req = e:submit{ url = emu.url .. "/v1/instances/tasks/abc", headers = headers() }
+    drive(e, req)
+    local res = assert(req:response())
+    assert.is_nil(res.body)
+    assert.is_string(res.decode_error)
+    assert.is_string(res.raw)
+  end)
+
+  it("maps a refused connection to kind 'connect', with sent = false", function()
+    local e = core.engine()
+    local req = e:submit{ url = "http://127.0.0.1:1/", method = "POST", body = "{}" }
+    drive(e, req)
+    local res, err = req:response()
+    assert.is_nil(res)
+    assert.equal("connect", err.kind)
+    assert.is_false(err.sent)
+  end)
+
+  it("maps a total timeout to kind 'timeout', and a reset to kind 'protocol' with sent = true", function()
+    emu:add_fault{ endpoint = "task", kind = "stall", seconds = 2, count = 1 }
+    emu:add_fault{ endpoint = "sync-command", kind = "reset", count = 1 }
+    local e = core.engine()
+    local slow = e:submit{ url = emu.url .. "/v1/instances/tasks/x", headers = headers(), timeout = 300 }
+    local reset = e:submit{ url = emu.url .. "/v1/instances/sync-command", method = "POST", headers = headers(),
+                            json = { command = "echo 1", instance_ids = { "kp000001" } } }
+    drive(e, slow); drive(e, reset)
+    local _, err = slow:response()
+    assert.equal("timeout", err.kind)
+    local _, err2 = reset:response()
+    assert.equal("protocol", err2.kind)
+    assert.is_true(err2.sent)
+  end)
+
+  it("never lets curl resend a POST body by itself", function()
+    -- a reset after the command ran, on a reused keep-alive connection: curl
+    -- would normally retry on a fresh connection; our body cannot be rewound
+    local e = core.engine()
+    local warm = e:submit{ url = emu.url .. "/v1/instances/tasks/x", headers = headers() }
+    drive(e, warm)
+    emu:add_fault{ endpoint = "sync-command", kind = "reset", count = 1 }
+    local req = e:submit{ url = emu.url .. "/v1/instances/sync-command", method = "POST", headers = headers(),
+                          json = { command = "echo once", instance_ids = { "kp000003" } } }
+    drive(e, req)
+    assert.is_nil((req:response()))
+    local ex = emu:executions()
+    assert.equal(1, ex.executions.kp000003["echo once"])
+  end)
+
+  it("reuses one keep-alive connection for sequential requests", function()
+    local e = core.engine()
+    for _ = 1, 20 do
+      local req = e:submit{ url = emu.url .. "/v1/instances/tasks/x", headers = headers() }
+      drive(e, req)
+    end
+    assert.equal(1, emu:stats().connections)
+  end)
+
+  it("refuses responses larger than max_response", function()
+    local e = core.engine()
+    local req = e:submit{ url = emu.url .. "/_emulator/config", max_response = 10 }
+    drive(e, req)
+    local _, err = req:response()
+    assert.equal("protocol", err.kind)
+    assert.matches("larger than 10 bytes", err.message)
+  end)
+
+  it("cancels a request in flight, and survives collecting one", function()
+    emu:add_fault{ endpoint = "task", kind = "stall", seconds = 1 }
+    local e = core.engine()
+    local req = e:submit{ url = emu.url .. "/v1/instances/tasks/x", headers = headers() }
+    e:perform()
+    req:cancel()
+    assert.is_true(req:done())
+    assert.equal(0, e:inflight())
+    local _, err = req:response()
+    assert.equal("cancelled", err.kind)
+    e:submit{ url = emu.url .. "/v1/instances/tasks/x", headers = headers() }
+    e:perform()
+    collectgarbage(); collectgarbage()
+    e:close()
+    assert.equal("koophone.engine (closed)", tostring(e))
+    assert.has_error(function() e:perform() end, "koophone engine is closed")
+    e:close() -- twice is fine
+  end)
+
+  it("checks its arguments at the boundary", function()
+    local e = core.engine()
+    assert.has_error(function() e:submit{} end, "request field 'url' is required")
+    assert.has_error(function() e:submit{ url = "http://x", timeout = "soon" } end,
+      "request field 'timeout' must be a number")
+    assert.has_error(function() e:submit{ url = "http://x", headers = { 1 } } end)
+    assert.has_error(function() core.engine{ pool = -1 } end, "engine option 'pool' must be >= 0")
+  end)
+
+  it("makes random UUID v4 request ids", function()
+    local e = core.engine()
+    local a, b = e:uuid(), e:uuid()
+    assert.matches("^%x%x%x%x%x%x%x%x%-%x%x%x%x%-4%x%x%x%-[89ab]%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$", a)
+    assert.not_equal(a, b)
+  end)
+
+  it("exposes what an external loop must watch", function()
+    local e = core.engine()
+    assert.equal(-1, e:timeout())
+    local req = e:submit{ url = emu.url .. "/_emulator/health" }
+    e:perform()
+    local r, w = e:fds()
+    assert.is_table(r); assert.is_table(w)
+    assert.is_true(#r + #w >= 0)
+    drive(e, req)
+  end)
+end)
