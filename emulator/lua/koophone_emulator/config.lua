@@ -1,0 +1,155 @@
+-- Configuration: defaults, scenario file, start options, run-time merges.
+-- The base config (defaults + scenario + options) and the effective config are
+-- stored as JSON in the kp_config shared dict; each worker caches the decoded
+-- effective config and reloads it when the version counter changes.
+local util = require "koophone_emulator.util"
+
+local ngx = ngx
+local D = ngx.shared.kp_config
+
+local M = {}
+
+M.defaults = {
+  seed = 42,
+  token = "emulator-token",
+  project_id = "emulator-project",
+  project_name = "cn-east-3",
+  token_ttl = 86400,
+  iam = { user = "emulator-user", password = "emulator-password", domain = "emulator-domain" },
+  fleet = {
+    instances = 10000, phones = 10000,
+    -- the ids used by the vendor pages' examples
+    extra_instances = { "a44uhlf7", "efjy72gs", "XvH39QVW", "Vpp8rC4Y" },
+    extra_phones = { "a7f3a1c5258347d6b6f1def79e11f2bc", "1678567b8bab40f93711234cb80d0764",
+                     "1234567b8bab40ffb711234cb80d0234" },
+  },
+  latency = { default = 0 },
+  durations = { default = 1.0 },
+  commands = {},
+  fail_ratio = 0,
+  overrides = {
+    -- reproduces the sync-command page's example
+    a44uhlf7 = { command = "ls -l /system", status = -1, error_code = "CPS.0191",
+                 error_msg = "Run command failed.",
+                 execute_msg = "ls: cannot access '/system': No such file or directory" },
+  },
+  faults = {},
+  strict_command_charset = false,
+  max_app_size_mb = 4096,
+  max_restart_phones = 200,
+  max_sleep = 60,
+  max_execute_msg = 1024,
+  request_log_max = 100000,
+}
+
+-- two-level merge: objects merge key by key at the top level and one level
+-- below; lists and scalars replace; JSON null removes a key.
+local function merge(dst, src)
+  for k, v in pairs(src) do
+    if v == util.null then
+      dst[k] = nil
+    elseif type(v) == "table" and util.is_object(v) and next(v) ~= nil
+        and type(dst[k]) == "table" and util.is_object(dst[k]) then
+      for k2, v2 in pairs(v) do
+        if v2 == util.null then dst[k][k2] = nil else dst[k][k2] = util.deepcopy(v2) end
+      end
+    else
+      dst[k] = util.deepcopy(v)
+    end
+  end
+  return dst
+end
+M.merge = merge
+
+local function check(cfg)
+  if type(cfg.token) ~= "string" or cfg.token == "" then error("config: token must be a non-empty string", 0) end
+  if type(cfg.project_id) ~= "string" then error("config: project_id must be a string", 0) end
+  for _, k in ipairs { "seed", "token_ttl", "fail_ratio", "max_app_size_mb", "max_restart_phones", "max_sleep" } do
+    if type(cfg[k]) ~= "number" then error("config: " .. k .. " must be a number", 0) end
+  end
+  if type(cfg.fleet) ~= "table" or type(cfg.fleet.instances) ~= "number" or type(cfg.fleet.phones) ~= "number" then
+    error("config: fleet.instances and fleet.phones must be numbers", 0)
+  end
+  for _, k in ipairs { "latency", "durations", "overrides", "iam" } do
+    if type(cfg[k]) ~= "table" then error("config: " .. k .. " must be an object", 0) end
+  end
+  if type(cfg.commands) ~= "table" then error("config: commands must be a list", 0) end
+  for i, c in ipairs(cfg.commands) do
+    if type(c) ~= "table" or type(c.match) ~= "string" then error("config: commands[" .. i .. "].match must be a string", 0) end
+    local ok = pcall(string.find, "", c.match)
+    if not ok then error("config: commands[" .. i .. "].match is not a valid Lua pattern", 0) end
+  end
+  if type(cfg.faults) ~= "table" then error("config: faults must be a list", 0) end
+  return cfg
+end
+M.check = check
+
+-- called from init_by_lua (master process)
+function M.init()
+  local cfg = util.deepcopy(M.defaults)
+  local file = os.getenv("KOOPHONE_EMU_SCENARIO")
+  if file and file ~= "" then
+    local f, err = io.open(file, "rb")
+    if not f then error("cannot read scenario " .. file .. ": " .. tostring(err), 0) end
+    local text = f:read("*a"); f:close()
+    local scen, derr = util.decode(text)
+    if type(scen) ~= "table" then error("scenario " .. file .. " is not valid JSON: " .. tostring(derr), 0) end
+    merge(cfg, scen)
+  end
+  local token = os.getenv("KOOPHONE_EMU_TOKEN")
+  if token and token ~= "" then cfg.token = token end
+  local pid = os.getenv("KOOPHONE_EMU_PROJECT_ID")
+  if pid and pid ~= "" then cfg.project_id = pid end
+  local fleet = tonumber(os.getenv("KOOPHONE_EMU_FLEET") or "")
+  if fleet then cfg.fleet.instances = fleet; cfg.fleet.phones = fleet end
+  check(cfg)
+  local json = util.encode(cfg)
+  D:set("base", json)
+  D:set("effective", json)
+  D:set("version", 1)
+  local ok, ferr = require("koophone_emulator.faults").install(cfg.faults)
+  if not ok then error("config: " .. ferr, 0) end
+end
+
+-- per-worker cache
+local cached, cached_ver = nil, nil
+
+local function prepare(cfg)
+  local inst, ph = {}, {}
+  for _, id in ipairs(cfg.fleet.extra_instances or {}) do inst[id] = true end
+  for _, id in ipairs(cfg.fleet.extra_phones or {}) do ph[id] = true end
+  cfg._extra_instances = inst
+  cfg._extra_phones = ph
+  return cfg
+end
+
+function M.get()
+  local ver = D:get("version")
+  if ver ~= cached_ver then
+    cached = prepare(util.decode(D:get("effective")))
+    cached_ver = ver
+  end
+  return cached
+end
+
+function M.effective_json() return D:get("effective") end
+
+-- merge a partial scenario at run time; returns the new config or nil, err
+function M.update(partial)
+  local cfg = util.decode(D:get("effective"))
+  merge(cfg, partial)
+  local ok, err = pcall(check, cfg)
+  if not ok then return nil, err end
+  D:set("effective", util.encode(cfg))
+  D:incr("version", 1, 0)
+  return cfg
+end
+
+function M.restore()
+  local base = D:get("base")
+  D:set("effective", base)
+  D:incr("version", 1, 0)
+  return util.decode(base)
+end
+
+return M
