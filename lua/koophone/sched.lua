@@ -181,16 +181,14 @@ function Runner:run(timeout)
     for i = 1, #ready do self:_resume(ready[i]) end
     if #self.errors > 0 then error(table.concat(self.errors, "\n"), 0) end
     if self.count == 0 then break end
-    for engine in pairs(self.engines) do
-      local _, finished = engine:perform()
-      if finished then
-        for i = 1, #finished do
-          local co = self.by_req[finished[i]]
-          if co then
-            self.by_req[finished[i]] = nil
-            self.ready[#self.ready + 1] = co
-          end
-        end
+    for engine in pairs(self.engines) do engine:perform() end
+    -- Ask each awaited request rather than trusting perform()'s finished
+    -- list: code in the coroutines (task:poll) may have called perform()
+    -- too and taken the news of a finished request with it.
+    for req, co in pairs(self.by_req) do
+      if req:done() then
+        self.by_req[req] = nil
+        self.ready[#self.ready + 1] = co
       end
     end
     local t = now()
