@@ -628,7 +628,7 @@ describe("accounting and the control API", function()
     for i = 1, 4 do
       cmds[i] = "curl -s -o /dev/null -H 'X-Auth-Token: secret-token' -H 'x-request-id: p" .. i .. "' " .. emu.url .. "/v1/instances/tasks/t &"
     end
-    os.execute(table.concat(cmds, " ") .. " wait")
+    os.execute("unset LD_PRELOAD; " .. table.concat(cmds, " ") .. " wait")
     local st = emu:stats()
     assert.equal(4, st.requests)
     assert.equal(4, st.by_endpoint.task)

@@ -7,7 +7,7 @@ describe("examples", function()
   teardown(function() emu:stop() end)
 
   local function run(script)
-    local lua = os.getenv("KOOPHONE_SPEC_LUA") or "lua5.4"
+    local lua = emulator.lua_command()
     local env = ("KOOPHONE_TOKEN=%s KOOPHONE_ENDPOINT=%s KOOPHONE_CPH_ENDPOINT=%s KOOPHONE_PROJECT_ID=%s"):format(
       emu.token, emu.url, emu.url, emu.project_id)
     return emulator.run(env .. " " .. lua .. " examples/" .. script .. " 2>&1")

@@ -58,7 +58,9 @@ end
 
 -- run a shell command, return its stdout and exit status (number)
 local function run(cmd)
-  local h = assert(io.popen(cmd .. "; echo \"__rc=$?\""))
+  -- sanitizer preloads (make asan) are for the process under test, not for
+  -- nginx or curl started from here
+  local h = assert(io.popen("unset LD_PRELOAD; " .. cmd .. "; echo \"__rc=$?\""))
   local out = h:read("*a")
   h:close()
   local rc = tonumber(out:match("__rc=(%d+)%s*$")) or -1
@@ -66,6 +68,15 @@ local function run(cmd)
   return out, rc
 end
 M.run = run
+
+--- The shell words that start a Lua interpreter for a child script with the
+-- build under test (keeps a sanitizer preload for children: make asan).
+function M.lua_command()
+  local lua = os.getenv("KOOPHONE_SPEC_LUA") or "lua5.4"
+  local preload = os.getenv("KOOPHONE_CHILD_PRELOAD")
+  if preload and preload ~= "" then return "LD_PRELOAD=" .. shq(preload) .. " " .. lua end
+  return lua
+end
 
 local function decode(s)
   if s == nil or s == "" then return nil end

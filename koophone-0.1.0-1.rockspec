@@ -1,0 +1,47 @@
+package = "koophone"
+version = "0.1.0-1"
+source = {
+  url = "git+https://example.invalid/koophone.git", -- set by the release process
+  tag = "v0.1.0",
+}
+description = {
+  summary = "Drive fleets of cloud phones (KooPhone, CPH) from Lua, without blocking",
+  detailed = [[
+    A C core over libcurl's multi interface and lua-cjson, and a Lua client for
+    the KooPhone and Cloud Phone Host APIs: ADB commands, app installs and
+    restarts on thousands of phones, with safe retries, polling tasks,
+    coroutine schedulers and batch reports.
+  ]],
+  license = "MIT",
+}
+dependencies = {
+  "lua >= 5.1, < 5.5",
+  "lua-cjson >= 2.1",
+}
+external_dependencies = {
+  CURL = { header = "curl/curl.h", library = "curl" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    ["koophone.core"] = {
+      sources = { "src/compat.c", "src/core.c", "src/engine.c", "src/errors.c", "src/json.c", "src/request.c" },
+      libraries = { "curl" },
+      incdirs = { "$(CURL_INCDIR)" },
+      libdirs = { "$(CURL_LIBDIR)" },
+      defines = { "_POSIX_C_SOURCE=200809L" },
+    },
+    ["koophone"] = "lua/koophone/init.lua",
+    ["koophone.auth"] = "lua/koophone/auth.lua",
+    ["koophone.client"] = "lua/koophone/client.lua",
+    ["koophone.errors"] = "lua/koophone/errors.lua",
+    ["koophone.rows"] = "lua/koophone/rows.lua",
+    ["koophone.sched"] = "lua/koophone/sched.lua",
+    ["koophone.task"] = "lua/koophone/task.lua",
+    ["koophone.transport"] = "lua/koophone/transport.lua",
+    ["koophone.validate"] = "lua/koophone/validate.lua",
+  },
+  install = {
+    bin = { "bin/koophone", "bin/koophone-emulator" },
+  },
+}

@@ -1,0 +1,628 @@
+--- Batches: one operation on a whole fleet, in chunks, with a limit on
+-- requests in flight, an optional rate limit, progress, a journal and a
+-- report that lists every id exactly once.
+--
+--     local batch = require "koophone.batch"
+--     local report = assert(batch.run(client, "getprop ro.product.model", ids,
+--                                     { concurrency = 8, journal = "run.jsonl" }))
+--     print(report)                 -- 1000 ids: 998 ok, 2 failed, ...
+--
+-- * `batch.run(client, command, ids, opts)`: `opts.mode = "async"` (the
+--   default: async-command, 100 ids per request, then polling) or `"sync"`
+--   (sync-command, 32 ids per request: for quick commands);
+-- * `batch.install(client, app, ids, opts)`: app install, 100 ids per request;
+-- * `batch.restart(client, phones, opts)`: CPH batch-restart, `client.max_restart`
+--   phones per request (each phone an id or `{phone_id=, property=table}`);
+-- * `batch.resume(client, journal_path, opts)`: follows an interrupted
+--   batch's tasks again from its journal, submitting nothing again.
+--
+-- Options: `concurrency` (requests in flight, submits and status queries
+-- alike, default 16), `rate` (submits per second, token bucket with
+-- `burst`, default 1), `timeout` (the whole batch, seconds), `task_timeout`
+-- (per task, default the client's), `journal` (a file path),
+-- `on_progress(p)` with `p = {done, total, ok, failed, error, timeout,
+-- rate, eta}` (at most every `progress_interval`, default 0.5 s, and once
+-- at the end), `chunk` (ids per request), `image_id` (restart).
+--
+-- Nothing is sent when the input is invalid: `nil, err` names the field
+-- and the index. A chunk whose submit fails gives every one of its ids a
+-- row with status "error"; POSTs are never re-sent here (the transport
+-- retries only when nothing can have run).
+--
+-- Works from plain code (it blocks, driving the engine) and from inside a
+-- `koophone.spawn` coroutine (it yields between steps).
+-- @module koophone.batch
+local sched = require "koophone.sched"
+local rows_mod = require "koophone.rows"
+local errors = require "koophone.errors"
+local validate = require "koophone.validate"
+local report_mod = require "koophone.report"
+local journal_mod = require "koophone.journal"
+
+local M = {}
+local DEBUG = os.getenv("KOOPHONE_BATCH_DEBUG")
+
+local limits = validate.limits
+local bad = errors.validation
+
+M.DEFAULT_CONCURRENCY = 16
+M.DEFAULT_PROGRESS_INTERVAL = 0.5
+
+-- per kind: the largest chunk, the id field of rows, the id length bound
+local function kind_info(client, kind)
+  if kind == "sync" then return limits.sync_ids, "instance_id", limits.id_chars end
+  if kind == "restart" then return client.max_restart or 100, "phone_id", limits.phone_id_chars end
+  return limits.async_ids, "instance_id", limits.id_chars
+end
+
+local INSTALL_TEXT = {
+  { "object_name", limits.name_chars, true }, { "file_name", limits.name_chars, true },
+  { "object_version", limits.name_chars, true }, { "biz_type", limits.type_chars, false },
+  { "content_type", limits.type_chars, false }, { "content_md5", limits.md5_chars, false, true },
+  { "install_package_url", limits.url_chars, true },
+}
+
+--- Checks an install description the way `Client:install_app` does.
+-- @tparam table app
+-- @treturn boolean|nil
+-- @treturn ?table err
+function M.check_app(app)
+  if type(app) ~= "table" then return nil, bad("app", "must be a table of install fields") end
+  for _, f in ipairs(INSTALL_TEXT) do
+    local ok, err = validate.text(f[1], app[f[1]], f[2], f[3], f[4])
+    if not ok then return nil, err end
+  end
+  if not app.install_package_url:match("^https?://[^/%s]") then
+    return nil, bad("install_package_url", "must be an http(s) URL", limits.url_chars)
+  end
+  local fast = app.fast_install
+  if fast == true then fast = 1 elseif fast == false or fast == nil then fast = 0 end
+  fast = tonumber(fast)
+  if fast ~= 0 and fast ~= 1 then
+    return nil, bad("fast_install", "must be 0 (common) or 1 (quick), got " .. tostring(app.fast_install))
+  end
+  local size = tonumber(app.object_size)
+  if not size or size < 0 or size % 1 ~= 0 then
+    return nil, bad("object_size", "must be a whole number of MB, got " .. tostring(app.object_size))
+  end
+  return true
+end
+
+-- Checks the ids (or phones) of a batch; returns the id list and the items
+-- to send (phone entries for restart).
+local function check_ids(client, kind, list, field)
+  if type(list) ~= "table" then return nil, bad(field, "must be a list of ids, got " .. type(list)) end
+  local _, _, max_chars = kind_info(client, kind)
+  local ids, items = {}, {}
+  for i, v in ipairs(list) do
+    if kind == "restart" and type(v) == "table" then
+      local pid = v.phone_id or v.id
+      if type(pid) ~= "string" then
+        return nil, bad(("%s[%d].phone_id"):format(field, i), "must be a string, got " .. type(pid))
+      end
+      if v.property ~= nil and type(v.property) ~= "table" and type(v.property) ~= "string" then
+        return nil, bad(("%s[%d].property"):format(field, i), "must be a table or a JSON string")
+      end
+      ids[i] = pid
+      items[pid] = { phone_id = pid, property = v.property }
+    else
+      ids[i] = v
+    end
+  end
+  if #ids ~= #list then return nil, bad(field, "must be a list (a sequence)") end
+  local ok, err = validate.ids(field, ids, nil, max_chars)
+  if not ok then return nil, err end
+  return ids, items
+end
+
+-- Checks the options shared by every batch.
+local function check_opts(client, kind, opts)
+  if type(opts) ~= "table" then return nil, bad("opts", "must be a table") end
+  local ok, err
+  if opts.concurrency ~= nil then
+    ok, err = validate.integer("concurrency", opts.concurrency, 1, 1000)
+    if not ok then return nil, err end
+  end
+  if opts.rate ~= nil then
+    if type(opts.rate) ~= "number" or opts.rate <= 0 or opts.rate ~= opts.rate or opts.rate == math.huge then
+      return nil, bad("rate", "must be a positive number of submits per second, got " .. tostring(opts.rate))
+    end
+  end
+  if opts.burst ~= nil then
+    ok, err = validate.integer("burst", opts.burst, 1, 1000)
+    if not ok then return nil, err end
+  end
+  for _, k in ipairs { "timeout", "task_timeout", "progress_interval" } do
+    ok, err = validate.seconds(k, opts[k], k ~= "progress_interval")
+    if not ok then return nil, err end
+  end
+  if opts.chunk ~= nil then
+    local max = kind_info(client, kind)
+    ok, err = validate.integer("chunk", opts.chunk, 1, max)
+    if not ok then return nil, err end
+  end
+  if opts.on_progress ~= nil and type(opts.on_progress) ~= "function" then
+    return nil, bad("on_progress", "must be a function")
+  end
+  if opts.journal ~= nil and (type(opts.journal) ~= "string" or opts.journal == "") then
+    return nil, bad("journal", "must be a file path")
+  end
+  if opts.image_id ~= nil then
+    ok, err = validate.path_id("image_id", opts.image_id)
+    if not ok then return nil, err end
+  end
+  return true
+end
+
+-- Checks what the operation sends (command, app).
+local function check_operation(client, op, opts)
+  if op.kind == "sync" or op.kind == "command" then
+    return validate.command(op.command, client.strict_command or opts.strict)
+  elseif op.kind == "install" then
+    return M.check_app(op.app)
+  elseif op.kind == "restart" then
+    return true
+  end
+  return nil, bad("operation", "unknown kind " .. tostring(op.kind))
+end
+
+local function split(n, size)
+  local chunks = {}
+  local first = 1
+  while first <= n do
+    local last = math.min(n, first + size - 1)
+    chunks[#chunks + 1] = { first = first, last = last }
+    first = last + 1
+  end
+  return chunks
+end
+
+local function error_rows(ids, first, last, id_field, err, extra)
+  local out = {}
+  for i = first, last do out[#out + 1] = rows_mod.from_error(ids[i], id_field, err, extra) end
+  return out
+end
+
+-- Sends one chunk (inside a runner coroutine); returns rows or a task.
+local function submit(client, op, chunk_ids, items, call_opts)
+  if op.kind == "sync" then
+    local r, err = client:sync_command(op.command, chunk_ids, call_opts)
+    if not r then return nil, nil, err end
+    return r
+  elseif op.kind == "command" then
+    local t, err = client:async_command(op.command, chunk_ids, call_opts)
+    if not t then return nil, nil, err end
+    return nil, t
+  elseif op.kind == "install" then
+    local t, err = client:install_app(op.app, chunk_ids, call_opts)
+    if not t then return nil, nil, err end
+    return nil, t
+  end
+  local phones = {}
+  for i, id in ipairs(chunk_ids) do phones[i] = items[id] or id end
+  call_opts.image_id = op.image_id
+  local t, err = client:restart_phones(phones, call_opts)
+  if not t then return nil, nil, err end
+  return nil, t
+end
+
+-- The rows of a finished (or expired) task, in chunk order; `initial` rows
+-- (final at submit time) win over "the vendor returned no job".
+local function task_rows(task, ids, first, last, id_field, initial)
+  local got = {}
+  for _, row in ipairs(task:results()) do got[row.id] = row end
+  local out = {}
+  for i = first, last do
+    local id = ids[i]
+    local row = got[id]
+    if initial and initial[id] and (not row or not row.job_id) then row = initial[id] end
+    if not row then
+      row = rows_mod.from_error(id, id_field, errors.new { kind = "protocol",
+        message = "the task has no row for this id" }, { task_id = task.id })
+    end
+    out[#out + 1] = row
+  end
+  return out
+end
+
+local function counts_of(list, c)
+  for _, row in ipairs(list) do
+    local s = row.status
+    if s ~= "running" then
+      c.done = c.done + 1
+      c[s] = (c[s] or 0) + 1
+    end
+  end
+end
+
+-- Runs the runner to its end: blocking from plain code; from inside a
+-- coroutine, one pass at a time with a yield (or a short sleep) between.
+local function drive(runner, engine)
+  local _, main = coroutine.running()
+  if main then
+    runner:run()
+  else
+    while not runner:run(0) do sched.sleep(engine, 0.005) end
+  end
+end
+
+--- Runs prepared chunks to the end and builds the report (used by every
+-- entry point, resume included).
+-- @local
+local function execute(client, op, ids, items, chunks, opts, jr)
+  local engine = client.engine
+  local _, id_field = kind_info(client, op.kind)
+  local conc = opts.concurrency or M.DEFAULT_CONCURRENCY
+  local started = sched.now()
+  local deadline = opts.timeout and started + opts.timeout
+  local task_timeout = opts.task_timeout or client.task_timeout or 600
+  local interval = opts.progress_interval or M.DEFAULT_PROGRESS_INTERVAL
+  local on_progress = opts.on_progress
+  local stats = client.transport and client.transport.stats
+  local requests0 = stats and stats.requests or 0
+  local total = #ids
+  local st = { inflight = 0, active = {}, submitting = 0 }
+  local pending = {}
+  for i, c in ipairs(chunks) do
+    if not c.rows and not c.task then pending[#pending + 1] = i end
+  end
+  local next_pending = 1
+  -- token bucket for submits
+  local rate, burst = opts.rate, opts.burst or 1
+  local tokens, refilled = burst, started
+
+  local function finish_chunk(i, list, final)
+    local c = chunks[i]
+    c.rows, c.task = list, nil
+    if jr and final then jr:write { type = "rows", chunk = i, rows = list } end
+  end
+
+  local function start_task(i, task, initial)
+    local c = chunks[i]
+    c.task, c.initial = task, initial
+    c.task_started = sched.now()
+    st.active[#st.active + 1] = i
+  end
+
+  local function submit_chunk(i)
+    local c = chunks[i]
+    local chunk_ids = {}
+    for k = c.first, c.last do chunk_ids[#chunk_ids + 1] = ids[k] end
+    if jr then jr:write { type = "submit", chunk = i } end
+    local call_opts = {}
+    if deadline then call_opts.timeout = math.max(0.001, deadline - sched.now()) end
+    local r, task, err = submit(client, op, chunk_ids, items, call_opts)
+    st.inflight = st.inflight - 1
+    st.submitting = st.submitting - 1
+    if r then
+      finish_chunk(i, r, true)
+    elseif task then
+      local initial = {}
+      for _, id in ipairs(chunk_ids) do
+        local row = task.rows and task.rows[id]
+        if row and row.status ~= "running" and not row.job_id and row.status == "failed" then initial[id] = row end
+      end
+      if jr then jr:write { type = "task", chunk = i, task = task:describe(), initial = initial } end
+      start_task(i, task, initial)
+    else
+      finish_chunk(i, error_rows(ids, c.first, c.last, id_field, err, { chunk = i }), true)
+    end
+  end
+
+  local function progress(force)
+    if not on_progress then return end
+    local t = sched.now()
+    if not force and st.last_progress and t - st.last_progress < interval then return end
+    st.last_progress = t
+    local c = { done = 0, total = total, ok = 0, failed = 0, error = 0, timeout = 0 }
+    for _, ch in ipairs(chunks) do
+      if ch.rows then counts_of(ch.rows, c)
+      elseif ch.task then counts_of(ch.task:results(), c) end
+    end
+    local el = t - started
+    c.elapsed = el
+    c.rate = el > 0 and c.done / el or 0
+    c.eta = (c.rate > 0 and c.done < total) and (total - c.done) / c.rate or (c.done >= total and 0 or nil)
+    on_progress(c)
+  end
+
+  -- adopt tasks already attached (resume)
+  for i, c in ipairs(chunks) do
+    if c.task then
+      c.task_started = sched.now()
+      st.active[#st.active + 1] = i
+    end
+  end
+
+  local function expire_all(reason)
+    for _, i in ipairs(st.active) do
+      local c = chunks[i]
+      if c.task.query then st.inflight = st.inflight - 1 end
+      c.task:expire()
+      local list = task_rows(c.task, ids, c.first, c.last, id_field, c.initial)
+      for _, row in ipairs(list) do
+        if row.status == "timeout" then row.message = reason end
+      end
+      finish_chunk(i, list, false) -- not final: a resume may learn more
+    end
+    st.active = {}
+  end
+
+  local function controller()
+    while true do
+      local now = sched.now()
+      local over = deadline and now >= deadline
+      -- 1. new submits
+      if over then
+        for k = next_pending, #pending do
+          local i = pending[k]
+          local c = chunks[i]
+          finish_chunk(i, error_rows(ids, c.first, c.last, id_field, errors.new {
+            kind = "timeout", message = "not submitted: the batch timeout came first" }, { chunk = i }), false)
+        end
+        next_pending = #pending + 1
+      end
+      while next_pending <= #pending and st.inflight < conc do
+        if rate then
+          tokens = math.min(burst, tokens + (now - refilled) * rate)
+          refilled = now
+          if tokens < 1 then break end
+          tokens = tokens - 1
+        end
+        local i = pending[next_pending]
+        next_pending = next_pending + 1
+        st.inflight = st.inflight + 1
+        st.submitting = st.submitting + 1
+        st.runner:spawn(submit_chunk, i)
+      end
+      -- 2. status queries, every task that is due, in this one pass
+      local still = {}
+      for _, i in ipairs(st.active) do
+        local c = chunks[i]
+        local task = c.task
+        local had = task.query ~= nil
+        if had then
+          task:poll()
+          if not task.query then st.inflight = st.inflight - 1 end
+        elseif task:due() <= now and st.inflight < conc then
+          task:poll()
+          if task.query then st.inflight = st.inflight + 1 end
+        end
+        if task.finished then
+          local list = task_rows(task, ids, c.first, c.last, id_field, c.initial)
+          finish_chunk(i, list, true)
+        elseif now - c.task_started >= task_timeout then
+          if task.query then st.inflight = st.inflight - 1 end
+          task:expire()
+          local list = task_rows(task, ids, c.first, c.last, id_field, c.initial)
+          finish_chunk(i, list, false)
+        else
+          still[#still + 1] = i
+        end
+      end
+      st.active = still
+      if over then expire_all("still running when the batch timeout came") end
+      progress(false)
+      if DEBUG and now - (st.dbg or 0) > 1 then
+        st.dbg = now
+        io.stderr:write(("[batch] t=%.2f inflight=%d submitting=%d active=%d pending=%d/%d\n"):format(
+          now - started, st.inflight, st.submitting, #st.active, next_pending, #pending))
+        for _, i in ipairs(st.active) do
+          local t = chunks[i].task
+          io.stderr:write(("  task %s due=%.2f query=%s wait=%s running=%d\n"):format(t.id, t:due() - now,
+            tostring(t.query and coroutine.status(t.query)), tostring(t.wait_on and t.wait_on[1]), t.running))
+        end
+      end
+      if next_pending > #pending and #st.active == 0 and st.submitting == 0 then break end
+      -- 3. sleep until something may need us
+      local wake = now + 0.25
+      if st.inflight > 0 then wake = now + 0.01 end
+      for _, i in ipairs(st.active) do
+        local d = chunks[i].task:due()
+        if d < wake then wake = d end
+      end
+      if rate and next_pending <= #pending and tokens < 1 then
+        wake = math.min(wake, now + (1 - tokens) / rate)
+      end
+      if deadline then wake = math.min(wake, deadline) end
+      if on_progress then wake = math.min(wake, (st.last_progress or now) + interval) end
+      sched.sleep(engine, math.max(0.002, wake - sched.now()))
+    end
+  end
+
+  st.runner = sched.runner()
+  st.runner:spawn(controller)
+  drive(st.runner, engine)
+
+  local out = {}
+  for i, c in ipairs(chunks) do
+    local list = c.rows or error_rows(ids, c.first, c.last, id_field,
+      errors.new { kind = "protocol", message = "chunk ended without rows" }, { chunk = i })
+    for k, row in ipairs(list) do out[c.first + k - 1] = row end
+  end
+  -- every input id exactly once, in input order
+  for k = 1, total do
+    local row = out[k]
+    if not row or row.id ~= ids[k] then
+      out[k] = rows_mod.from_error(ids[k], id_field, errors.new { kind = "protocol",
+        message = "no row for this id" })
+    end
+  end
+  progress(true)
+  local rep = report_mod.new {
+    rows = out, elapsed = sched.now() - started,
+    requests = stats and (stats.requests - requests0) or 0,
+    operation = op, client = client, opts = opts,
+  }
+  if jr then
+    jr:write { type = "end", summary = rep.summary }
+    jr:close()
+  end
+  return rep
+end
+
+local function secrets_of(client)
+  local a = client.auth
+  return a and a.secrets and a:secrets() or nil
+end
+
+-- The operation as stored in a journal (no secrets).
+local function stored_operation(op)
+  local s = { kind = op.kind, command = op.command, image_id = op.image_id }
+  if op.app then s.app = op.app end -- the journal scrubs every string it writes
+  return s
+end
+
+--- Runs an operation (`{kind="sync"|"command"|"install"|"restart",
+-- command=, app=, image_id=}`) on `ids`; the common entry point of
+-- `run`, `install`, `restart` and `Report:retry_failed`.
+-- @tparam table client
+-- @tparam table op
+-- @tparam table ids ids (or phone entries for restart)
+-- @tparam[opt] table opts see the module
+-- @treturn koophone.report.Report|nil
+-- @treturn ?table err
+function M.operation(client, op, ids, opts)
+  opts = opts or {}
+  if type(client) ~= "table" or not client.engine then
+    return nil, bad("client", "must be a koophone client")
+  end
+  local ok, err = check_opts(client, op.kind, opts)
+  if not ok then return nil, err end
+  local field = op.kind == "restart" and "phones" or "ids"
+  local list, items = check_ids(client, op.kind, ids, field)
+  if not list then return nil, items end
+  if #list == 0 then return nil, bad(field, "must not be empty") end
+  if op.kind == "restart" and opts.image_id and not op.image_id then op.image_id = opts.image_id end
+  ok, err = check_operation(client, op, opts)
+  if not ok then return nil, err end
+  local size = opts.chunk or kind_info(client, op.kind)
+  local chunks = split(#list, size)
+  local jr
+  if opts.journal then
+    jr, err = journal_mod.open(opts.journal, { secrets = secrets_of(client) })
+    if not jr then return nil, err end
+    local item_list
+    if next(items) then
+      item_list = {}
+      for id, it in pairs(items) do item_list[id] = it end
+    end
+    local bounds = {}
+    for i, c in ipairs(chunks) do bounds[i] = { c.first, c.last } end
+    jr:write { type = "batch", version = journal_mod.VERSION, operation = stored_operation(op),
+               ids = list, items = item_list, chunks = bounds, started = os.time() }
+  end
+  op.items = next(items) and items or nil
+  return execute(client, op, list, items, chunks, opts, jr)
+end
+
+--- Runs a command on many instances.
+-- @tparam table client
+-- @tparam string command
+-- @tparam {string,...} ids instance ids (any number)
+-- @tparam[opt] table opts see the module; `mode` "async" (default) or "sync"
+-- @treturn koophone.report.Report|nil
+-- @treturn ?table err
+function M.run(client, command, ids, opts)
+  opts = opts or {}
+  local mode = opts.mode or "async"
+  if mode ~= "async" and mode ~= "sync" then
+    return nil, bad("mode", "must be \"async\" or \"sync\", got " .. tostring(mode))
+  end
+  return M.operation(client, { kind = mode == "sync" and "sync" or "command", command = command, mode = mode },
+                     ids, opts)
+end
+
+--- Installs an app on many instances (100 per request).
+-- @tparam table client
+-- @tparam table app as for `Client:install_app`
+-- @tparam {string,...} ids instance ids
+-- @tparam[opt] table opts see the module
+-- @treturn koophone.report.Report|nil
+-- @treturn ?table err
+function M.install(client, app, ids, opts)
+  return M.operation(client, { kind = "install", app = app }, ids, opts)
+end
+
+--- Restarts many phones (`opts.chunk`, default `client.max_restart`, per request).
+-- @tparam table client
+-- @tparam table phones phone ids or `{phone_id=, property=table}`
+-- @tparam[opt] table opts see the module; plus `image_id`
+-- @treturn koophone.report.Report|nil
+-- @treturn ?table err
+function M.restart(client, phones, opts)
+  opts = opts or {}
+  return M.operation(client, { kind = "restart", image_id = opts.image_id }, phones, opts)
+end
+
+--- Follows an interrupted batch again from its journal.
+--
+-- Chunks with final rows in the journal are taken as they are; chunks with
+-- a task are re-attached (`client:task`) and polled; nothing is submitted
+-- again. A chunk whose submit started but left no task id gets status
+-- "error" (it may have run: `maybe_executed = true`). Chunks never submitted
+-- get status "error" with the message "not submitted before the
+-- interruption" — or are submitted now with `opts.submit_missing = true`
+-- (for an install, pass `opts.app` too: the journal keeps the package URL
+-- without its query string). `report:retry_failed()` can run them later.
+-- Progress is appended to the same journal, so a resume can be resumed.
+-- @tparam table client
+-- @tparam string path the journal
+-- @tparam[opt] table opts batch options, plus `submit_missing`, `app`
+-- @treturn koophone.report.Report|nil
+-- @treturn ?table err
+function M.resume(client, path, opts)
+  opts = opts or {}
+  local state, err = journal_mod.load(path)
+  if not state then return nil, err end
+  local op = state.operation
+  if type(op) ~= "table" or not op.kind or type(state.ids) ~= "table" then
+    return nil, errors.new { kind = "validation", field = "journal", message = "journal has no operation or ids" }
+  end
+  if op.kind == "install" and opts.app then op.app = opts.app end
+  local ok
+  ok, err = check_opts(client, op.kind, opts)
+  if not ok then return nil, err end
+  local ids = state.ids
+  local items = state.items or {}
+  op.items = next(items) and items or nil
+  local _, id_field = kind_info(client, op.kind)
+  local chunks = {}
+  local missing = {}
+  for i, c in ipairs(state.chunks) do
+    local ch = { first = c.first, last = c.last }
+    if c.rows then
+      ch.rows = c.rows
+    elseif c.task then
+      local t = c.task
+      local task, terr = client:task(t.id, { kind = t.kind, jobs = t.jobs, ids = t.ids })
+      if task then
+        ch.task, ch.initial = task, c.initial
+      else
+        ch.rows = error_rows(ids, c.first, c.last, id_field, terr, { chunk = i })
+      end
+    elseif c.submitted then
+      local e = errors.new { kind = "protocol", maybe_executed = true,
+        message = "the submit was interrupted before the vendor's answer was recorded: it may have run" }
+      ch.rows = error_rows(ids, c.first, c.last, id_field, e, { chunk = i })
+    elseif opts.submit_missing then
+      missing[#missing + 1] = i
+    else
+      ch.rows = error_rows(ids, c.first, c.last, id_field, errors.new {
+        kind = "cancelled", message = "not submitted before the interruption" }, { chunk = i })
+    end
+    chunks[i] = ch
+  end
+  if #missing > 0 and op.kind == "install" then
+    ok = M.check_app(op.app)
+    if not ok or tostring(op.app.install_package_url):find("<redacted>", 1, true) then
+      return nil, bad("app", "is required to submit the missing install chunks (the journal keeps no signed URL)")
+    end
+  end
+  local jr
+  jr, err = journal_mod.open(path, { secrets = secrets_of(client) })
+  if not jr then return nil, err end
+  return execute(client, op, ids, items, chunks, opts, jr)
+end
+
+return M
