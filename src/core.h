@@ -48,6 +48,7 @@ struct kp_engine {
   CURLSH *share;
   kp_request *inflight;            /* doubly linked list */
   int n_inflight;
+  lua_Integer completed;           /* transfers finished, ever */
   CURL **pool;                     /* reset easy handles ready for reuse */
   int pool_len, pool_cap;
   unsigned long long rng[2];        /* request-id source, see engine.c */

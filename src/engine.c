@@ -106,6 +106,7 @@ static int engine_new(lua_State *L) {
   e = (kp_engine *)kp_newuserdata(L, sizeof *e);
   e->multi = NULL; e->share = NULL; e->inflight = NULL; e->n_inflight = 0;
   e->pool = NULL; e->pool_len = 0; e->pool_cap = 0; e->closed = 1;
+  e->completed = 0;
 
   /* user value first: the JSON instance may raise, and a half-built engine
    * must not have a __gc that frees what it does not own */
@@ -180,9 +181,11 @@ void kp_engine_untrack(kp_engine *e, kp_request *r) {
 void kp_engine_push_json(lua_State *L, int idx);
 void kp_engine_push_json(lua_State *L, int idx) { push_slot(L, idx, SLOT_JSON); }
 
-/* engine:perform() -> running, finished
+/* engine:perform() -> running, finished, completed
  * Advances every transfer without blocking. `finished` lists the requests
- * that completed during this call (nil when none). */
+ * that completed during this call (nil when none); `completed` counts every
+ * transfer ever finished, so a scheduler can tell whether some other caller
+ * of perform() took news it was waiting for. */
 static int engine_perform(lua_State *L) {
   kp_engine *e = kp_check_engine(L, 1);
   int running = 0, msgs = 0, n = 0;
@@ -198,6 +201,7 @@ static int engine_perform(lua_State *L) {
     curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&r);
     if (!r) continue;
     kp_request_finish(r, m->data.result);
+    e->completed++;
     if (n == 0) { lua_newtable(L); lua_replace(L, -3); }
     lua_pushlightuserdata(L, r);
     lua_rawget(L, -2);
@@ -207,7 +211,8 @@ static int engine_perform(lua_State *L) {
     lua_rawset(L, -3);
   }
   lua_pop(L, 1);
-  return 2;
+  lua_pushinteger(L, e->completed);
+  return 3;
 }
 
 /* engine:wait(timeout_ms) -> number of ready descriptors

@@ -9,25 +9,24 @@
 -- `failed` means the vendor ran the job and said -1; `error` means we could
 -- not learn the outcome (the request failed, or the reply had no entry).
 -- @module koophone.rows
-local core = require "koophone.core"
-
 local M = {}
-local null = core.null
 
 --- JSON null and "" become nil; everything else becomes a string.
 -- @param v
 -- @treturn ?string
 function M.text(v)
-  if v == nil or v == null or v == "" then return nil end
-  if type(v) == "table" then return nil end
-  return tostring(v)
+  local t = type(v)
+  if t == "string" then if v == "" then return nil end return v end
+  if t == "number" or t == "boolean" then return tostring(v) end
+  return nil -- nil, JSON null, tables
 end
 
 --- Maps the vendor's job status (1, 2, -1, as number or string).
 -- @param v
 -- @treturn string status, ?number vendor_status
 function M.status(v)
-  local n = tonumber(v)
+  local n = v
+  if type(v) ~= "number" then n = tonumber(v) end
   if n == 2 then return "ok", 2 end
   if n == -1 then return "failed", -1 end
   if n == 1 then return "running", 1 end
@@ -38,19 +37,26 @@ end
 -- @tparam string id the instance or phone
 -- @tparam string id_field "instance_id" or "phone_id"
 -- @tparam table item the vendor's object
--- @tparam[opt] table extra fields to copy (task_id, request_id, ...)
+-- @tparam[opt] table extra `task_id`, `request_id`, `attempts`, `elapsed`
 -- @treturn table row
 function M.from_item(id, id_field, item, extra)
   local status, vendor_status = M.status(item.status)
+  -- text() inlined for the common case of plain strings (the hot path)
+  local out, code, msg, job = item.execute_msg, item.error_code, item.error_msg, item.job_id
+  if type(out) ~= "string" or out == "" then out = M.text(out) end
+  if type(code) ~= "string" or code == "" then code = M.text(code) end
+  if type(msg) ~= "string" or msg == "" then msg = M.text(msg) end
+  if type(job) ~= "string" or job == "" then job = M.text(job) end
+  -- one constructor with every field: the table is sized once
   local row = {
     id = id, [id_field] = id, status = status, vendor_status = vendor_status,
-    output = M.text(item.execute_msg), code = M.text(item.error_code),
-    message = M.text(item.error_msg), job_id = M.text(item.job_id),
+    output = out, code = code, message = msg, job_id = job,
+    task_id = extra and extra.task_id, request_id = extra and extra.request_id,
+    attempts = extra and extra.attempts, elapsed = extra and extra.elapsed,
   }
-  if status == "error" and not row.message then
+  if status == "error" and not msg then
     row.message = "unexpected job status " .. tostring(item.status)
   end
-  if extra then for k, v in pairs(extra) do if row[k] == nil then row[k] = v end end end
   return row
 end
 

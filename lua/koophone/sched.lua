@@ -175,21 +175,40 @@ end
 -- @treturn boolean true when all finished
 function Runner:run(timeout)
   local deadline = timeout and now() + timeout
+  local spare = {}
+  local seen = {} -- engine -> its completed count when last looked at
   while self.count > 0 do
     local ready = self.ready
-    self.ready = {}
-    for i = 1, #ready do self:_resume(ready[i]) end
+    self.ready, spare = spare, ready
+    for i = 1, #ready do
+      self:_resume(ready[i])
+      ready[i] = nil
+    end
     if #self.errors > 0 then error(table.concat(self.errors, "\n"), 0) end
     if self.count == 0 then break end
-    for engine in pairs(self.engines) do engine:perform() end
-    -- Ask each awaited request rather than trusting perform()'s finished
-    -- list: code in the coroutines (task:poll) may have called perform()
-    -- too and taken the news of a finished request with it.
-    for req, co in pairs(self.by_req) do
-      if req:done() then
-        self.by_req[req] = nil
-        self.ready[#self.ready + 1] = co
+    local by_req = self.by_req
+    for engine in pairs(self.engines) do
+      local _, finished, completed = engine:perform()
+      local nfinished = finished and #finished or 0
+      if completed - (seen[engine] or 0) > nfinished then
+        -- someone else (task:poll) called perform() and took news with it:
+        -- ask each awaited request instead
+        for req, co in pairs(by_req) do
+          if req:done() then
+            by_req[req] = nil
+            self.ready[#self.ready + 1] = co
+          end
+        end
+      else
+        for i = 1, nfinished do
+          local co = by_req[finished[i]]
+          if co then
+            by_req[finished[i]] = nil
+            self.ready[#self.ready + 1] = co
+          end
+        end
       end
+      seen[engine] = completed
     end
     local t = now()
     local timers = self.timers

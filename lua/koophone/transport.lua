@@ -36,7 +36,10 @@ function M.new(opts)
   self.retry_cap = opts.retry_cap or 10
   self.max_retry_after = opts.max_retry_after or 60
   self.user_agent = "koophone/" .. (opts.version or "0")
+  self.headers = { false, "Accept: application/json", "User-Agent: " .. self.user_agent }
   self.curl = {
+    url = false, method = false, timeout = false, headers = self.headers,
+    connect_timeout = self.connect_timeout_ms,
     ca_file = opts.ca_file, ca_path = opts.ca_path, insecure = opts.insecure and true or nil,
     proxy = opts.proxy, no_proxy = opts.no_proxy, http_version = opts.http_version,
     client_cert = opts.client_cert, client_key = opts.client_key,
@@ -133,22 +136,18 @@ function Transport:request(spec)
       token.attempts = attempt
       return nil, token
     end
-    local headers = {
-      "x-request-id: " .. request_id,
-      "Accept: application/json",
-      "User-Agent: " .. self.user_agent,
-    }
-    if token then headers[#headers + 1] = "X-Auth-Token: " .. token end
-    if spec.json then headers[#headers + 1] = "Content-Type: application/json" end
-    local c = self.curl
-    local req = self.engine:submit {
-      url = spec.url, method = method, headers = headers, json = spec.json,
-      timeout = spec.timeout and math.floor(spec.timeout * 1000) or self.timeout_ms,
-      connect_timeout = self.connect_timeout_ms,
-      ca_file = c.ca_file, ca_path = c.ca_path, insecure = c.insecure, proxy = c.proxy,
-      no_proxy = c.no_proxy, http_version = c.http_version,
-      client_cert = c.client_cert, client_key = c.client_key,
-    }
+    -- one header list and one curl spec per transport, refilled per
+    -- attempt: submit() copies what it needs before it returns
+    local headers, c = self.headers, self.curl
+    headers[1] = "x-request-id: " .. request_id
+    local n = 3
+    if token then n = n + 1; headers[n] = "X-Auth-Token: " .. token end
+    if spec.json then n = n + 1; headers[n] = "Content-Type: application/json" end
+    for i = n + 1, #headers do headers[i] = nil end
+    c.url, c.method, c.json = spec.url, method, spec.json
+    c.timeout = spec.timeout and math.floor(spec.timeout * 1000) or self.timeout_ms
+    local req = self.engine:submit(c)
+    c.json = nil
     self.stats.requests = self.stats.requests + 1
     sched.await(self.engine, req)
     local res, cerr = req:response()
