@@ -13,7 +13,7 @@ SRC         = $(wildcard src/*.c)
 BUSTED     ?= $(LUA) /usr/bin/busted
 ENV         = LUA_PATH="lua/?.lua;lua/?/init.lua;./?.lua;;" LUA_CPATH="$(BUILD)/?.so;;"
 
-.PHONY: all deps test demo bench lint asan valgrind clean help
+.PHONY: all deps test test-only demo bench lint asan valgrind rock-check clean help
 
 all: $(SO)
 
@@ -28,10 +28,12 @@ test: deps all
 	$(ENV) $(BUSTED) $(BUSTED_FLAGS) spec
 
 lint: deps
-	luacheck lua bin/koophone spec examples bench
+	luacheck lua bin/koophone spec examples bench emulator
+	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
+	  --suppress=missingIncludeSystem -I src src
 
 demo: deps all
-	$(ENV) $(LUA) examples/demo.lua
+	LUA=$(LUA) bash examples/demo.sh
 
 bench: deps all
 	$(ENV) $(LUA) bench/run.lua
@@ -43,10 +45,24 @@ asan:
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	KOOPHONE_CHILD_PRELOAD="$$preload" LD_PRELOAD="$$preload" $(MAKE) BUILD=build/asan test-only
 
-# The spec suite under valgrind's memcheck; any error or definite leak fails.
+# The specs that drive the C core hardest, under valgrind's memcheck; any
+# error or definite leak fails.
+VALGRIND_SPECS ?= spec/core_spec.lua spec/client_spec.lua spec/retry_spec.lua spec/sched_spec.lua spec/batch_spec.lua
 valgrind: all
 	$(ENV) valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
-	  --trace-children=no $(BUSTED) $(BUSTED_FLAGS) spec
+	  --trace-children=no $(BUSTED) $(BUSTED_FLAGS) $(VALGRIND_SPECS)
+
+# The rockspec builds and installs with luarocks (no server needed).
+rock-check:
+	rm -rf build/rocktree
+	inc=$$(pkg-config --cflags-only-I libcurl | sed 's/^ *-I//; s/ .*//'); \
+	lib=$$(pkg-config --variable=libdir libcurl); \
+	luarocks --lua-version=5.4 --tree=build/rocktree make --deps-mode=none koophone-0.1.0-1.rockspec \
+	  CURL_INCDIR="$${inc:-/usr/include}" CURL_LIBDIR="$${lib:-/usr/lib}" >/dev/null
+	LUA_PATH="build/rocktree/share/lua/5.4/?.lua;build/rocktree/share/lua/5.4/?/init.lua;;" \
+	LUA_CPATH="build/rocktree/lib/lua/5.4/?.so;;" \
+	$(LUA) -e 'local k = require "koophone"; assert(require("koophone.core").engine()); print("installed koophone " .. k.VERSION)'
+
 
 test-only:
 	$(ENV) $(BUSTED) $(BUSTED_FLAGS) spec

@@ -188,12 +188,15 @@ describe("koophone client", function()
       assert.equal("timeout", err.rows[1].status)
     end)
 
-    it("backs off: few queries for a long job", function()
+    it("sees a job done soon after it ends, without hammering the API", function()
       local task = assert(client:async_command("sleep 2", { "kp000007" }))
-      assert(task:wait{ timeout = 10, interval = 0.1, max_interval = 0.5 })
-      -- 0.1, 0.15, 0.225, ... capped at 0.5: about 7 queries, never 20
-      assert.is_true(task.polls <= 10, "polls: " .. task.polls)
-      assert.is_true(emu:requests{ endpoint = "task" }.count == task.polls)
+      local rows = assert(task:wait{ timeout = 10, interval = 0.2, max_interval = 5 })
+      -- queries at most every 0.2 s, then every 10 % of the time so far:
+      -- seen done within 10 % of the job's 2 s plus the 0.2 s interval
+      local lag = rows[1].elapsed - 2
+      assert.is_true(lag <= 0.1 * 2 + 0.2 + 0.15, "lag " .. lag)
+      assert.is_true(task.polls <= 12, "polls: " .. task.polls)
+      assert.equal(task.polls, emu:requests{ endpoint = "task" }.count)
     end)
 
     it("re-attaches to an existing task by id", function()

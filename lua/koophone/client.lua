@@ -67,7 +67,8 @@ end
 -- * `allow_insecure`: allow plain `http://` to a non-loopback host
 -- * `strict_command`: enforce the documented command charset
 -- * `max_restart` (100): phones per batch-restart request
--- * `poll_interval` (0.5 s), `poll_max_interval` (10 s), `task_timeout` (600 s)
+-- * `poll_interval` (0.5 s), `poll_max_interval` (10 s), `poll_ratio` (0.1),
+--   `task_timeout` (600 s): see `koophone.task` for the polling schedule
 -- * `engine`: share an engine (from `koophone.engine()`) between clients
 -- @tparam[opt] table opts
 -- @treturn Client|nil
@@ -92,7 +93,7 @@ function M.new(opts)
     if not ok then return nil, perr end
   end
   for _, k in ipairs { "timeout", "connect_timeout", "retry_base", "retry_cap", "poll_interval",
-                       "poll_max_interval", "task_timeout" } do
+                       "poll_max_interval", "task_timeout", "poll_ratio" } do
     local ok, verr = validate.seconds(k, opts[k], k ~= "retry_base")
     if not ok then return nil, verr end
   end
@@ -110,6 +111,7 @@ function M.new(opts)
   self.strict_command = opts.strict_command and true or false
   self.poll_interval = opts.poll_interval or 0.5
   self.poll_max_interval = opts.poll_max_interval or 10
+  self.poll_ratio = opts.poll_ratio or 0.1
   self.task_timeout = opts.task_timeout or 600
   self.shared_engine = opts.engine ~= nil
   self.engine = opts.engine or core.engine { max_host_connections = opts.max_connections }

@@ -9,8 +9,12 @@
 -- * `task:poll()` never blocks: it returns `done, rows`, starting a status
 --   query when one is due and picking up its answer when it has arrived.
 -- * `task:wait{timeout, interval, max_interval, on_progress}` waits with
---   adaptive backoff (first query after `interval`, then ×1.5 up to
---   `max_interval`; `Retry-After` honoured). Outside a scheduler it blocks
+--   adaptive backoff: the first query after `interval` (0.5 s), then every
+--   `ratio` (10 %) of the time the task has run so far, never more often
+--   than `interval` nor less often than `max_interval` (10 s). A job is so
+--   seen done at most about 10 % of its duration plus `interval` after it
+--   ended, with few queries for long jobs; `Retry-After` is honoured by
+--   the transport. Outside a scheduler it blocks
 --   in the engine (no busy loop); inside `koophone.spawn` it yields.
 --
 -- Rows list every id exactly once, in the order given (see `koophone.rows`).
@@ -38,6 +42,7 @@ function Task.new(client, t)
     id_field = t.id_field or "instance_id", jobs = t.jobs or {}, rows = {}, order = {},
     running = 0, polls = 0, started = sched.now(), finished = false,
     interval = client.poll_interval, max_interval = client.poll_max_interval,
+    ratio = client.poll_ratio or 0.1,
   }, Task)
   self.next_due = self.started + self.interval
   local extra_key = self.kind == "restart" and "request_id" or "task_id"
@@ -166,8 +171,9 @@ function Task:_query_done(ok, jobs, err)
       self.progressed = true
     end
   end
-  self.next_due = sched.now() + self.interval
-  self.interval = math.min(self.interval * 1.5, self.max_interval)
+  local now = sched.now()
+  local gap = math.max(self.interval, math.min(self.max_interval, self.ratio * (now - self.started)))
+  self.next_due = now + gap
 end
 
 -- Resumes the query coroutine if what it waits for has happened.
@@ -238,7 +244,7 @@ end
 
 --- Waits until no job is running, or the timeout.
 -- @tparam[opt] table opts `timeout` (seconds; the client's task_timeout),
---   `interval` (first query delay), `max_interval`,
+--   `interval` (first query delay and shortest gap), `max_interval`, `ratio`,
 --   `on_progress(done, total, task)` (called when jobs finish)
 -- @treturn {table,...}|nil rows, every id once
 -- @treturn ?table err on timeout or when the task cannot be read:
@@ -250,6 +256,7 @@ function Task:wait(opts)
     self.next_due = math.min(self.next_due, self.started + opts.interval)
   end
   if opts.max_interval then self.max_interval = opts.max_interval end
+  if opts.ratio then self.ratio = opts.ratio end
   local timeout = opts.timeout or self.client.task_timeout
   local deadline = sched.now() + timeout
   local engine = self.client.engine
