@@ -209,6 +209,18 @@ describe("koophone client", function()
       assert.equal(2, raw[1].vendor_status)
     end)
 
+    it("follows a task known only by its id: rows keyed by job id", function()
+      local started = assert(client:async_command("echo by-id", { "kp000021", "kp000022" }))
+      local task = assert(client:task(started.id))
+      local rows = assert(task:wait{ timeout = 5 })
+      assert.equal(2, #rows)
+      for _, row in ipairs(rows) do
+        assert.equal("ok", row.status)
+        assert.equal(row.id, row.job_id)
+        assert.equal(started.jobs[row.job_id] ~= nil, true)
+      end
+    end)
+
     it("reports a task that cannot be read as an error on every row", function()
       local task = assert(client:task("doesnotexist", { jobs = { j1 = "kp000001" }, ids = { "kp000001" } }))
       local rows, err = task:wait{ timeout = 5, interval = 0.01 }

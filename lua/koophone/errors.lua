@@ -39,7 +39,11 @@ Error.__tostring = describe
 -- @treturn string
 function M.scrub(s, secrets)
   if type(s) ~= "string" then return s end
-  s = s:gsub("(https?://[^%s%?\"'<>]*)%?[^%s\"'<>]*", "%1?<redacted>")
+  -- idempotent: an already scrubbed "?<redacted>" is left as it is
+  s = s:gsub("(https?://[^%s%?\"'<>]*)%?([^%s\"'<>]*)", function(base, query)
+    if query == "" then return nil end
+    return base .. "?<redacted>"
+  end)
   if secrets then
     for _, secret in ipairs(secrets) do
       if type(secret) == "string" and #secret >= 4 then

@@ -77,8 +77,27 @@ function Task.new(client, t)
                         message = "the vendor returned no job for this id" }
     end
   end
-  if self.running == 0 then self.finished = true end
+  -- attached by id alone: the first answer tells which jobs there are
+  self.discover = t.jobs == nil
+  if self.running == 0 and not self.discover then self.finished = true end
   return self
+end
+
+-- Adopts the jobs of the first answer of a task attached by id alone: rows
+-- are keyed by job id (by phone id for restart tasks).
+function Task:_discover(jobs)
+  self.discover = false
+  local extra_key = self.kind == "restart" and "request_id" or "task_id"
+  for _, j in ipairs(jobs) do
+    local id = (self.kind == "restart" and j.id) or j.job_id
+    if id and j.job_id and not self.rows[id] then
+      self.jobs[j.job_id] = id
+      self.order[#self.order + 1] = id
+      self.rows[id] = { id = id, [self.id_field] = id, status = "running", vendor_status = 1,
+                        job_id = j.job_id, [extra_key] = self.id }
+      self.running = self.running + 1
+    end
+  end
 end
 
 function Task:__tostring()
@@ -107,6 +126,7 @@ end
 
 -- Applies one query's jobs; returns how many finished in it.
 function Task:_apply(jobs)
+  if self.discover then self:_discover(jobs) end
   local changed = 0
   local extra_key = self.kind == "restart" and "request_id" or "task_id"
   local now = sched.now()
