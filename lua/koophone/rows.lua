@@ -40,13 +40,16 @@ end
 -- @tparam[opt] table extra `task_id`, `request_id`, `attempts`, `elapsed`
 -- @treturn table row
 function M.from_item(id, id_field, item, extra)
-  local status, vendor_status = M.status(item.status)
-  -- text() inlined for the common case of plain strings (the hot path)
+  -- the hot path of every reply: the usual values are tested inline
+  local st, status, vendor_status = item.status, nil, nil
+  if st == 2 then status, vendor_status = "ok", 2
+  elseif st == -1 then status, vendor_status = "failed", -1
+  else status, vendor_status = M.status(st) end
   local out, code, msg, job = item.execute_msg, item.error_code, item.error_msg, item.job_id
-  if type(out) ~= "string" or out == "" then out = M.text(out) end
-  if type(code) ~= "string" or code == "" then code = M.text(code) end
-  if type(msg) ~= "string" or msg == "" then msg = M.text(msg) end
-  if type(job) ~= "string" or job == "" then job = M.text(job) end
+  if out == "" then out = nil elseif type(out) ~= "string" then out = M.text(out) end
+  if code == "" then code = nil elseif type(code) ~= "string" then code = M.text(code) end
+  if msg == "" then msg = nil elseif type(msg) ~= "string" then msg = M.text(msg) end
+  if job == "" then job = nil elseif job ~= nil and type(job) ~= "string" then job = M.text(job) end
   -- one constructor with every field: the table is sized once
   local row = {
     id = id, [id_field] = id, status = status, vendor_status = vendor_status,
@@ -55,7 +58,7 @@ function M.from_item(id, id_field, item, extra)
     attempts = extra and extra.attempts, elapsed = extra and extra.elapsed,
   }
   if status == "error" and not msg then
-    row.message = "unexpected job status " .. tostring(item.status)
+    row.message = "unexpected job status " .. tostring(st)
   end
   return row
 end
