@@ -70,3 +70,25 @@ describe("retries", function()
     assert.equal(4, emu:requests{ endpoint = "task" }.count)
   end)
 end)
+
+describe("transfer limits", function()
+  local emu
+  setup(function() emu = emulator.start{} end)
+  teardown(function() emu:stop() end)
+
+  it("gives up on a body that crawls (low_speed_limit), as a timeout", function()
+    emu:add_fault{ endpoint = "task", kind = "slow_body", seconds = 4 }
+    local c = assert(koophone.new{ token = emu.token, endpoint = emu.url, retries = 0,
+                                   low_speed_limit = 100000, low_speed_time = 1 })
+    local t0 = koophone.now()
+    local _, err = c:query_task("anything")
+    assert.equal("timeout", err.kind)
+    assert.is_true(koophone.now() - t0 < 3.5)
+  end)
+
+  it("refuses a bad low_speed_limit", function()
+    local c, err = koophone.new{ token = "t", low_speed_limit = 0 }
+    assert.is_nil(c)
+    assert.equal("low_speed_limit", err.field)
+  end)
+end)

@@ -61,6 +61,8 @@ end
 -- * `cph_endpoint` (`KOOPHONE_CPH_ENDPOINT`), `project_id`
 --   (`KOOPHONE_PROJECT_ID`): needed for `restart_phones`, `job`, `jobs`
 -- * `timeout` (seconds per attempt, default 60), `connect_timeout` (10),
+--   `low_speed_limit` (bytes/s) with `low_speed_time` (s): give up on a
+--   transfer that crawls,
 --   `retries` (3), `retry_base` (0.1 s), `retry_cap` (10 s)
 -- * `ca_file` (`KOOPHONE_CA_FILE`), `ca_path`, `insecure` (skip TLS
 --   verification; off), `proxy`, `no_proxy`, `http_version` ("1.1", "2")
@@ -97,6 +99,12 @@ function M.new(opts)
     local ok, verr = validate.seconds(k, opts[k], k ~= "retry_base")
     if not ok then return nil, verr end
   end
+  for _, k in ipairs { "low_speed_limit", "low_speed_time" } do
+    if opts[k] ~= nil then
+      local ok, verr = validate.integer(k, opts[k], 1)
+      if not ok then return nil, verr end
+    end
+  end
   if opts.retries ~= nil then
     local ok, verr = validate.integer("retries", opts.retries, 0, 20)
     if not ok then return nil, verr end
@@ -122,6 +130,7 @@ function M.new(opts)
     ca_file = opts.ca_file or getenv("KOOPHONE_CA_FILE"), ca_path = opts.ca_path,
     insecure = opts.insecure, proxy = opts.proxy, no_proxy = opts.no_proxy,
     http_version = opts.http_version, client_cert = opts.client_cert, client_key = opts.client_key,
+    low_speed_limit = opts.low_speed_limit, low_speed_time = opts.low_speed_time,
   }
   self.auth:attach(self.transport)
   return self

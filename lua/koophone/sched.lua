@@ -62,6 +62,16 @@ end
 
 local waiter = blocking
 
+-- Inside OpenResty (a global `ngx` with `ngx.sleep`), wait with ngx.sleep
+-- between non-blocking perform() calls: see koophone.sched.ngx.
+do
+  local ngx = rawget(_G, "ngx")
+  if type(ngx) == "table" and type(ngx.sleep) == "function" and type(ngx.get_phase) == "function" then
+    local ok, adapter = pcall(require, "koophone.sched.ngx")
+    if ok then waiter = adapter end
+  end
+end
+
 --- Replaces how code outside managed coroutines waits (e.g. with
 -- `ngx.sleep` in OpenResty). `w` has `await(engine, req)` and
 -- `sleep(engine, seconds)`; `nil` restores blocking waits.

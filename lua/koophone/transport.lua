@@ -40,6 +40,8 @@ function M.new(opts)
   self.curl = {
     url = false, method = false, timeout = false, headers = self.headers,
     connect_timeout = self.connect_timeout_ms,
+    -- abort a transfer slower than low_speed_limit bytes/s for low_speed_time s
+    low_speed_limit = opts.low_speed_limit, low_speed_time = opts.low_speed_time,
     ca_file = opts.ca_file, ca_path = opts.ca_path, insecure = opts.insecure and true or nil,
     proxy = opts.proxy, no_proxy = opts.no_proxy, http_version = opts.http_version,
     client_cert = opts.client_cert, client_key = opts.client_key,
