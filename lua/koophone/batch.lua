@@ -337,7 +337,7 @@ local function execute(client, op, ids, items, chunks, opts, jr)
   local function expire_all(reason)
     for _, i in ipairs(st.active) do
       local c = chunks[i]
-      if c.task.query then st.inflight = st.inflight - 1 end
+      if c.task:querying() then st.inflight = st.inflight - 1 end
       c.task:expire()
       local list = task_rows(c.task, ids, c.first, c.last, id_field, c.initial)
       for _, row in ipairs(list) do
@@ -380,19 +380,19 @@ local function execute(client, op, ids, items, chunks, opts, jr)
       for _, i in ipairs(st.active) do
         local c = chunks[i]
         local task = c.task
-        local had = task.query ~= nil
+        local had = task:querying()
         if had then
           task:poll()
-          if not task.query then st.inflight = st.inflight - 1 end
+          if not task:querying() then st.inflight = st.inflight - 1 end
         elseif task:due() <= now and st.inflight < conc then
           task:poll()
-          if task.query then st.inflight = st.inflight + 1 end
+          if task:querying() then st.inflight = st.inflight + 1 end
         end
         if task.finished then
           local list = task_rows(task, ids, c.first, c.last, id_field, c.initial)
           finish_chunk(i, list, true)
         elseif now - c.task_started >= task_timeout then
-          if task.query then st.inflight = st.inflight - 1 end
+          if task:querying() then st.inflight = st.inflight - 1 end
           task:expire()
           local list = task_rows(task, ids, c.first, c.last, id_field, c.initial)
           finish_chunk(i, list, false)

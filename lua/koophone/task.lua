@@ -247,6 +247,13 @@ function Task:expire()
   return self:results()
 end
 
+--- True while a status query of this task is in flight (it holds one of
+-- a batch's request slots).
+-- @treturn boolean
+function Task:querying()
+  return self.query ~= nil
+end
+
 --- The earliest time (on `sched.now()`) the task needs attention, and the
 -- request it waits on, if any.
 -- @treturn number
