@@ -72,6 +72,9 @@ void kp_json_new(lua_State *L);          /* pushes a private cjson instance */
 int kp_json_decode(lua_State *L, int cjson_idx, const char *s, size_t n);
 int kp_json_encode(lua_State *L, int cjson_idx, int value_idx);
 
+/* ids.c */
+int kp_ids_open(lua_State *L);
+
 /* errors.c */
 const char *kp_curl_kind(CURLcode code);
 

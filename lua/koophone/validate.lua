@@ -23,6 +23,7 @@ M.limits = {
 }
 
 local bad = errors.validation
+local check_ids = require("koophone.core").check_ids
 
 local function has_control(s)
   return s:find("[%z\1-\31\127]") ~= nil
@@ -63,22 +64,19 @@ function M.ids(field, ids, max, max_chars)
   if max and n > max then
     return nil, bad(field, ("has %d ids, at most %d per request"):format(n, max), max)
   end
-  local seen = {}
-  for i = 1, n do
+  -- the per-id checks run in C (koophone.core.check_ids): they run for
+  -- every id of every request
+  local i, problem, first = check_ids(ids, n, max_chars)
+  if i then
     local id = ids[i]
-    -- the common case costs one type check, one find and one table write
-    if type(id) ~= "string" or id == "" or #id > max_chars or id:find("[%z\1-\32/%?#\127]")
-        or seen[id] then
-      local where = ("%s[%d]"):format(field, i)
-      if type(id) ~= "string" then return nil, bad(where, "must be a string, got " .. type(id)) end
-      if id == "" then return nil, bad(where, "must not be empty") end
-      if #id > max_chars then
-        return nil, bad(where, ("is %d characters, at most %d allowed"):format(#id, max_chars), max_chars)
-      end
-      if seen[id] then return nil, bad(where, ("duplicates %s[%d] (%q)"):format(field, seen[id], id)) end
-      return nil, bad(where, "must not contain spaces, control characters, '/', '?' or '#'")
+    local where = ("%s[%d]"):format(field, i)
+    if problem == "type" then return nil, bad(where, "must be a string, got " .. type(id)) end
+    if problem == "empty" then return nil, bad(where, "must not be empty") end
+    if problem == "length" then
+      return nil, bad(where, ("is %d characters, at most %d allowed"):format(#id, max_chars), max_chars)
     end
-    seen[id] = i
+    if problem == "duplicate" then return nil, bad(where, ("duplicates %s[%d] (%q)"):format(field, first, id)) end
+    return nil, bad(where, "must not contain spaces, control characters, '/', '?' or '#'")
   end
   return true
 end
