@@ -41,7 +41,8 @@ end
 -- @treturn table row
 function M.from_item(id, id_field, item, extra)
   -- the hot path of every reply: the usual values are tested inline
-  local st, status, vendor_status = item.status, nil, nil
+  local st = item.status
+  local status, vendor_status
   if st == 2 then status, vendor_status = "ok", 2
   elseif st == -1 then status, vendor_status = "failed", -1
   else status, vendor_status = M.status(st) end
