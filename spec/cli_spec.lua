@@ -19,7 +19,7 @@ describe("bin/koophone", function()
     if stdin then cmd = "printf %s " .. q(stdin) .. " | " .. cmd end
     local out, rc = emulator.run(cmd)
     local f = io.open(err, "rb")
-    local e = f:read("a")
+    local e = f:read("*a")
     f:close()
     os.remove(err)
     return out, e, rc

@@ -16,7 +16,7 @@ end
 
 local function read(path)
   local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
+  local s = f:read("*a")
   f:close()
   return s
 end
@@ -141,13 +141,13 @@ describe("journal and resume", function()
     write(idfile, list)
     local h = io.popen(env .. cli .. " --quiet --journal " .. q(path) .. " --concurrency 2 --rate 4 --poll-interval 0.2"
       .. " run 'sleep 1' --ids-file " .. q(idfile) .. " >/dev/null 2>&1 & echo $!")
-    local pid = h:read("l")
+    local pid = h:read("*l")
     h:close()
     -- wait until the journal holds a few tasks, then kill the batch
     local deadline = koophone.now() + 10
     while koophone.now() < deadline do
       local f = io.open(path, "rb")
-      local text = f and f:read("a") or ""
+      local text = f and f:read("*a") or ""
       if f then f:close() end
       local _, n = text:gsub('"type":"task"', "")
       if n >= 3 then break end
@@ -158,7 +158,7 @@ describe("journal and resume", function()
     local text = read(path)
     assert.falsy(text:find('"type":"end"', 1, true), "the batch ended before the kill")
     local out = io.popen(env .. cli .. " --quiet --format json resume " .. q(path) .. " 2>/dev/null")
-    local json = out:read("a")
+    local json = out:read("*a")
     out:close()
     os.remove(idfile)
     local rep = cjson.decode(json)

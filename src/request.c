@@ -199,7 +199,10 @@ static void configure(lua_State *L, int t, kp_request *r, const char *url) {
   curl_easy_setopt(h, CURLOPT_SHARE, r->engine ? r->engine->share : NULL);
   curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
-  curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);
+  /* Over TLS, wait for the first connection to say whether it multiplexes
+   * (HTTP/2) rather than open one per request; plain http:// is HTTP/1.1
+   * here, where waiting would only serialise the first requests. */
+  if (strncmp(url, "https:", 6) == 0) curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);
   curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
 #ifdef KP_HAVE_PROTOCOLS_STR
   curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");

@@ -238,8 +238,8 @@ end
 -- Runs the runner to its end: blocking from plain code; from inside a
 -- coroutine, one pass at a time with a yield (or a short sleep) between.
 local function drive(runner, engine)
-  local _, main = coroutine.running()
-  if main then
+  local co, main = coroutine.running() -- Lua 5.1/LuaJIT: nil in the main thread
+  if co == nil or main then
     runner:run()
   else
     while not runner:run(0) do sched.sleep(engine, 0.005) end

@@ -170,7 +170,7 @@ local function csv_field(v)
   if v == nil then return "" end
   if type(v) == "number" then
     if v % 1 ~= 0 then return ("%.3f"):format(v) end
-    return tostring(math.tointeger(v) or v)
+    return tostring(math.tointeger and math.tointeger(v) or ("%d"):format(v))
   end
   local s = tostring(v)
   if s:find('[,"\r\n]') or s:match("^%s") or s:match("%s$") then

@@ -38,7 +38,7 @@ local Fd = {}
 Fd.__index = Fd
 function Fd:pollfd() return self.fd end
 function Fd:events() return self.ev end
-function Fd:timeout() return nil end
+function Fd.timeout() return nil end
 
 -- polls the engine's sockets once (up to `cap` seconds)
 local function poll_once(engine, cap)

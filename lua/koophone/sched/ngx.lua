@@ -57,7 +57,7 @@ local function pause(engine, step, left)
   if t >= 0 and t / 1000 < s then s = t / 1000 end
   if left and left < s then s = left end
   if s < 0.001 then s = 0.001 end
-  ngx.sleep(s)
+  rawget(_G, "ngx").sleep(s)
 end
 
 --- Waits until `req:done()`, polling with `ngx.sleep` in between.

@@ -1,0 +1,195 @@
+-- A second nginx (the "host") that runs koophone inside OpenResty / ngx_lua,
+-- for spec/openresty_spec.lua. Lua 5.1-5.4 (the spec side).
+--
+--   local host = ngx_host.start{ emu = emu, workers = 1 }
+--   host.url, host.prefix, host:error_log(), host:stop()
+--
+-- Locations: /ping (204 at once), /batch?n=1000&adapter=1 (a batch.run
+-- against the emulator; the summary as JSON), /info.
+local emulator = require "spec.support.emulator"
+
+local M = {}
+local shq, run = emulator.shell_quote, emulator.run
+
+local CJSON_51 = "/usr/lib/x86_64-linux-gnu/lua/5.1/?.so"
+
+local CONF = [[
+load_module /usr/lib/nginx/modules/ndk_http_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
+worker_processes @WORKERS@;
+daemon on;
+pid logs/nginx.pid;
+error_log logs/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path tmp/body;
+    proxy_temp_path tmp/proxy;
+    fastcgi_temp_path tmp/fastcgi;
+    uwsgi_temp_path tmp/uwsgi;
+    scgi_temp_path tmp/scgi;
+    keepalive_requests 100000;
+    lua_package_path "@REPO@/lua/?.lua;@REPO@/lua/?/init.lua;;";
+    lua_package_cpath "@REPO@/@BUILD@/?.so;@CJSON@;;";
+
+    init_worker_by_lua_block {
+        -- one client (one engine) per worker, created in the worker
+        local koophone = require "koophone"
+        KP_CLIENT = assert(koophone.new {
+            token = @TOKEN@, endpoint = @URL@, cph_endpoint = @URL@,
+            project_id = @PROJECT@, poll_interval = 0.1,
+        })
+    }
+
+    server {
+        listen 127.0.0.1:@PORT@;
+        location = /ping { content_by_lua_block { ngx.exit(204) } }
+        location = /info {
+            content_by_lua_block {
+                ngx.say(require("cjson").encode {
+                    lua = jit and jit.version or _VERSION,
+                    waiter_ngx = require("koophone.sched.ngx") ~= nil,
+                })
+            }
+        }
+        location = /batch {
+            content_by_lua_block {
+                local cjson = require "cjson"
+                local batch = require "koophone.batch"
+                local adapter = require "koophone.sched.ngx"
+                local args = ngx.req.get_uri_args()
+                local n = tonumber(args.n) or 1000
+                if args.adapter == "0" then adapter.uninstall() else adapter.install() end
+                local ids = {}
+                for i = 0, n - 1 do ids[#ids + 1] = string.format("kp%06d", i) end
+                local t0 = ngx.now()
+                local rep, err = batch.run(KP_CLIENT, "echo hi", ids,
+                    { concurrency = tonumber(args.concurrency) or 16 })
+                adapter.install()
+                if not rep then
+                    ngx.status = 500
+                    ngx.say(cjson.encode { error = tostring(err and err.message or err) })
+                    return
+                end
+                local seen, distinct = {}, 0
+                for _, row in ipairs(rep.rows) do
+                    if not seen[row.id] then seen[row.id] = true; distinct = distinct + 1 end
+                end
+                local s = rep.summary
+                ngx.say(cjson.encode {
+                    total = s.total, ok = s.ok, failed = s.failed, error = s.error,
+                    timeout = s.timeout, requests = s.requests, elapsed = s.elapsed,
+                    rows = #rep.rows, distinct = distinct, wall = ngx.now() - t0,
+                })
+            }
+        }
+    }
+}
+]]
+
+local Host = {}
+Host.__index = Host
+
+local function q(s) return string.format("%q", s) end
+
+-- opts: emu (required), workers (1), build ("build/luajit")
+function M.start(opts)
+  local emu = assert(opts.emu, "emu")
+  local repo = emulator.repo
+  local tmp = (os.getenv("TMPDIR") or "/tmp"):gsub("/$", "")
+  for _ = 1, 20 do
+    local port = 20000 + math.random(0, 40999)
+    local prefix = tmp .. "/koophone-host-" .. port
+    local conf = CONF
+    local subst = {
+      WORKERS = tostring(opts.workers or 1), REPO = repo, BUILD = opts.build or "build/luajit",
+      CJSON = CJSON_51, TOKEN = q(emu.token), URL = q(emu.url), PROJECT = q(emu.project_id),
+      PORT = tostring(port),
+    }
+    conf = conf:gsub("@(%u+)@", function(k) return subst[k] end)
+    run("rm -rf " .. shq(prefix) .. " && mkdir -p " .. shq(prefix .. "/conf") .. " " ..
+        shq(prefix .. "/logs") .. " " .. shq(prefix .. "/tmp"))
+    local f = assert(io.open(prefix .. "/conf/nginx.conf", "wb"))
+    f:write(conf); f:close()
+    local out, rc = run("nginx -p " .. shq(prefix) .. " -c conf/nginx.conf -e logs/error.log 2>&1")
+    if rc == 0 then
+      local self = setmetatable({ url = "http://127.0.0.1:" .. port, port = port, prefix = prefix }, Host)
+      -- wait until it answers
+      for _ = 1, 50 do
+        local code = run("curl -s -o /dev/null -w '%{http_code}' " .. shq(self.url .. "/ping"))
+        if code == "204" then return self end
+        run("sleep 0.1")
+      end
+      local log = self:error_log()
+      self:stop()
+      error("host nginx did not answer: " .. log)
+    end
+    if not out:match("Address already in use") then
+      run("rm -rf " .. shq(prefix))
+      error("host nginx failed to start: " .. out)
+    end
+    run("rm -rf " .. shq(prefix))
+  end
+  error("no free port for the host nginx after 20 tries")
+end
+
+function Host:error_log()
+  local f = io.open(self.prefix .. "/logs/error.log", "rb")
+  if not f then return "" end
+  local s = f:read("*a"); f:close()
+  return s
+end
+
+function Host:stop()
+  if self.stopped then return end
+  self.stopped = true
+  run("nginx -p " .. shq(self.prefix) .. " -c conf/nginx.conf -e logs/error.log -s stop >/dev/null 2>&1; " ..
+      "for i in $(seq 50); do [ -e " .. shq(self.prefix .. "/logs/nginx.pid") .. " ] || break; sleep 0.1; done; " ..
+      "rm -rf " .. shq(self.prefix))
+end
+
+--- Sequential /ping latencies (seconds) over one keep-alive connection,
+-- measured with koophone's own engine: `n` of them, or, with `path`, as many
+-- as fit while a GET of `path` (e.g. "/batch?n=1000") runs on a second
+-- connection. Returns the samples and, with `path`, that response
+-- `{status, body}`.
+function Host:probe(n, path)
+  local core = require "koophone.core"
+  local engine, engine2 = core.engine(), core.engine()
+  local ping = { url = self.url .. "/ping", method = "GET", timeout = 10000 }
+  -- its own engine: curl would make a ping wait (PIPEWAIT) for this
+  -- connection's first response before opening a second one
+  local other = path and engine2:submit { url = self.url .. path, method = "GET", timeout = 120000 }
+  local samples = {}
+  while true do
+    engine2:perform()
+    if other and other:done() then break end
+    if not other and #samples >= n then break end
+    local t0 = core.now()
+    local req = engine:submit(ping)
+    repeat
+      engine:perform()
+      engine2:perform()
+      if not req:done() then engine:wait(1) end
+    until req:done()
+    local res = req:response()
+    assert(res and res.status == 204, "ping failed")
+    samples[#samples + 1] = core.now() - t0
+  end
+  local res
+  if other then res = other:response() end
+  engine:close()
+  engine2:close()
+  return samples, res
+end
+
+function M.percentile(samples, p)
+  local s = {}
+  for i, v in ipairs(samples) do s[i] = v end
+  table.sort(s)
+  if #s == 0 then return nil end
+  local k = math.max(1, math.min(#s, math.ceil(#s * p)))
+  return s[k]
+end
+
+return M
