@@ -13,7 +13,7 @@ SRC         = $(wildcard src/*.c)
 BUSTED     ?= $(LUA) /usr/bin/busted
 ENV         = LUA_PATH="lua/?.lua;lua/?/init.lua;./?.lua;;" LUA_CPATH="$(BUILD)/?.so;;"
 
-.PHONY: all deps test test-only demo bench lint asan valgrind rock-check clean help
+.PHONY: all deps test test-only luajit-core matrix demo bench lint asan valgrind rock-check clean help
 
 all: $(SO)
 
@@ -24,8 +24,17 @@ $(SO): $(SRC) src/*.h
 deps:
 	@bash .ci/deps
 
-test: deps all
+test: deps all luajit-core
 	$(ENV) $(BUSTED) $(BUSTED_FLAGS) spec
+
+# The LuaJIT build that the OpenResty spec loads into nginx.
+luajit-core:
+	@if [ -f /usr/include/luajit-2.1/lua.h ]; then \
+	  $(MAKE) --no-print-directory LUA=luajit LUA_INC=-I/usr/include/luajit-2.1 BUILD=build/luajit all; fi
+
+# The spec suite under Lua 5.1, 5.3 and LuaJIT (make test covers 5.4).
+matrix: deps
+	BUSTED_ARGS="$(BUSTED_FLAGS)" bash .ci/matrix lua5.1 lua5.3 luajit
 
 lint: deps
 	luacheck lua bin/koophone spec examples bench emulator
@@ -75,5 +84,6 @@ help:
 	@echo "make test     install missing Debian packages, build, run the specs"
 	@echo "make demo     build, start the emulator, run a rollout on 1,000 emulated phones"
 	@echo "make bench    benchmarks beside curl (see bench/)"
-	@echo "make lint     luacheck"
+	@echo "make lint     luacheck and cppcheck"
+	@echo "make matrix   the specs under Lua 5.1, 5.3 and LuaJIT"
 	@echo "make asan / make valgrind   the specs under sanitizers / memcheck"
