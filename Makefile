@@ -13,7 +13,7 @@ SRC         = $(wildcard src/*.c)
 BUSTED     ?= $(LUA) /usr/bin/busted
 ENV         = LUA_PATH="lua/?.lua;lua/?/init.lua;./?.lua;;" LUA_CPATH="$(BUILD)/?.so;;"
 
-.PHONY: all deps test test-only luajit-core matrix demo bench lint asan valgrind rock-check clean help
+.PHONY: all deps test test-only luajit-core matrix fuzz soak demo bench lint asan valgrind rock-check clean help
 
 all: $(SO)
 
@@ -73,6 +73,15 @@ rock-check:
 	$(LUA) -e 'local k = require "koophone"; assert(require("koophone.core").engine()); print("installed koophone " .. k.VERSION)'
 
 
+# The response path under ~1,000,000 generated bodies (see fuzz/run.sh).
+FUZZ_ARG ?= 60
+fuzz: all
+	$(ENV) bash fuzz/run.sh $(FUZZ_ARG)
+
+# About 10 minutes of batches with injected faults (SOAK_SECONDS to change).
+soak: all
+	$(ENV) $(LUA) bench/soak.lua
+
 test-only:
 	$(ENV) $(BUSTED) $(BUSTED_FLAGS) spec
 
@@ -86,4 +95,6 @@ help:
 	@echo "make bench    benchmarks beside curl (see bench/)"
 	@echo "make lint     luacheck and cppcheck"
 	@echo "make matrix   the specs under Lua 5.1, 5.3 and LuaJIT"
+	@echo "make fuzz     the response path under generated bodies (FUZZ_ARG seconds, default 60)"
+	@echo "make soak     ~10 minutes of batches with faults: RSS, fds, connections"
 	@echo "make asan / make valgrind   the specs under sanitizers / memcheck"

@@ -12,7 +12,8 @@ static int forbidden(unsigned char c) {
 
 /* core.check_ids(ids, n, max_chars) -> nil | index, problem
  * problem: "type", "empty", "length", "char" or "duplicate" (then a third
- * value: the index of the first occurrence). */
+ * value: the index of the first occurrence), or index 0 and "map" when the
+ * table has keys besides 1..n. */
 static int check_ids(lua_State *L) {
   lua_Integer n, i, max_chars;
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -41,6 +42,13 @@ static int check_ids(lua_State *L) {
     lua_pop(L, 1);
     lua_pushinteger(L, i);
     lua_rawset(L, 4); /* seen[id] = i; pops the index and the id */
+  }
+  /* a list with other keys too would be encoded as a JSON object */
+  {
+    lua_Integer keys = 0;
+    lua_pushnil(L);
+    while (lua_next(L, 1) != 0) { lua_pop(L, 1); keys++; }
+    if (keys != n) { lua_pushinteger(L, 0); lua_pushliteral(L, "map"); return 2; }
   }
   return 0;
 }

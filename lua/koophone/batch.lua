@@ -55,36 +55,14 @@ local function kind_info(client, kind)
   return limits.async_ids, "instance_id", limits.id_chars
 end
 
-local INSTALL_TEXT = {
-  { "object_name", limits.name_chars, true }, { "file_name", limits.name_chars, true },
-  { "object_version", limits.name_chars, true }, { "biz_type", limits.type_chars, false },
-  { "content_type", limits.type_chars, false }, { "content_md5", limits.md5_chars, false, true },
-  { "install_package_url", limits.url_chars, true },
-}
 
 --- Checks an install description the way `Client:install_app` does.
 -- @tparam table app
 -- @treturn boolean|nil
 -- @treturn ?table err
 function M.check_app(app)
-  if type(app) ~= "table" then return nil, bad("app", "must be a table of install fields") end
-  for _, f in ipairs(INSTALL_TEXT) do
-    local ok, err = validate.text(f[1], app[f[1]], f[2], f[3], f[4])
-    if not ok then return nil, err end
-  end
-  if not app.install_package_url:match("^https?://[^/%s]") then
-    return nil, bad("install_package_url", "must be an http(s) URL", limits.url_chars)
-  end
-  local fast = app.fast_install
-  if fast == true then fast = 1 elseif fast == false or fast == nil then fast = 0 end
-  fast = tonumber(fast)
-  if fast ~= 0 and fast ~= 1 then
-    return nil, bad("fast_install", "must be 0 (common) or 1 (quick), got " .. tostring(app.fast_install))
-  end
-  local size = tonumber(app.object_size)
-  if not size or size < 0 or size % 1 ~= 0 then
-    return nil, bad("object_size", "must be a whole number of MB, got " .. tostring(app.object_size))
-  end
+  local body, err = validate.app(app)
+  if not body then return nil, err end
   return true
 end
 

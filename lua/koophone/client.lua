@@ -105,6 +105,26 @@ function M.new(opts)
       if not ok then return nil, verr end
     end
   end
+  for _, k in ipairs { "ca_file", "ca_path", "proxy", "no_proxy", "client_cert", "client_key" } do
+    if opts[k] ~= nil then
+      local ok, verr = validate.text(k, opts[k], 4096, false)
+      if not ok then return nil, verr end
+    end
+  end
+  if opts.http_version ~= nil and opts.http_version ~= "1.1" and opts.http_version ~= "2"
+      and opts.http_version ~= "2-prior-knowledge" then
+    return nil, errors.validation("http_version", "must be \"1.1\", \"2\" or \"2-prior-knowledge\", got "
+                                  .. tostring(opts.http_version))
+  end
+  for _, k in ipairs { "insecure", "allow_insecure", "strict_command" } do
+    if opts[k] ~= nil and type(opts[k]) ~= "boolean" then
+      return nil, errors.validation(k, "must be true or false, got " .. type(opts[k]) .. " " .. tostring(opts[k]))
+    end
+  end
+  if opts.max_connections ~= nil then
+    local ok, verr = validate.integer("max_connections", opts.max_connections, 0, 100000)
+    if not ok then return nil, verr end
+  end
   if opts.retries ~= nil then
     local ok, verr = validate.integer("retries", opts.retries, 0, 20)
     if not ok then return nil, verr end
@@ -264,47 +284,14 @@ function Client:async_command(command, ids, opts)
   return self:_task_from_jobs("command", ids, data, res)
 end
 
-local INSTALL_TEXT = {
-  { "object_name", limits.name_chars, true }, { "file_name", limits.name_chars, true },
-  { "object_version", limits.name_chars, true }, { "biz_type", limits.type_chars, true },
-  { "content_type", limits.type_chars, true }, { "content_md5", limits.md5_chars, false, true },
-  { "install_package_url", limits.url_chars, true },
-}
-
--- Checks an install description; returns the body to send (numbers for
--- fast_install and object_size, as the page's example sends them).
+-- Checks an install description and the instances; returns the body.
 local function install_body(app, ids)
-  if type(app) ~= "table" then return nil, errors.validation("app", "must be a table of install fields") end
-  local body = { biz_type = "apk", content_type = "application/octet-stream", content_md5 = "" }
-  for k, v in pairs(app) do body[k] = v end
-  for _, f in ipairs(INSTALL_TEXT) do
-    local ok, err = validate.text(f[1], body[f[1]], f[2], f[3], f[4])
-    if not ok then return nil, err end
-  end
-  if not body.install_package_url:match("^https?://[^/%s]") then
-    return nil, errors.validation("install_package_url", "must be an http(s) URL", limits.url_chars)
-  end
-  local fast = body.fast_install
-  if fast == nil then fast = 0 end
-  if fast == true then fast = 1 elseif fast == false then fast = 0 end
-  fast = tonumber(fast)
-  if fast ~= 0 and fast ~= 1 then
-    return nil, errors.validation("fast_install", "must be 0 (common) or 1 (quick), got " .. tostring(body.fast_install))
-  end
-  body.fast_install = fast
-  local size = body.object_size
-  if type(size) == "string" and size:match("^%d+$") then size = tonumber(size) end
-  if type(size) ~= "number" or size ~= size or size < 0 or size % 1 ~= 0 or size > 2^53 then
-    return nil, errors.validation("object_size", "must be a whole number of MB (number or digit string), got "
-                                  .. tostring(body.object_size))
-  end
-  body.object_size = size
-  local ok, err = validate.ids("instance_id_list", ids, limits.install_ids)
+  local body, err = validate.app(app)
+  if not body then return nil, err end
+  local ok
+  ok, err = validate.ids("instance_id_list", ids, limits.install_ids)
   if not ok then return nil, err end
   body.instance_id_list = ids
-  for k in pairs(body) do
-    if type(k) ~= "string" then return nil, errors.validation("app", "has a non-string key") end
-  end
   return body
 end
 
@@ -342,12 +329,22 @@ local function restart_body(phones, image_id, max)
       entry = { phone_id = p }
     elseif type(p) == "table" then
       entry = { phone_id = p.phone_id or p.id }
+      if entry.phone_id == nil then return nil, errors.validation(("phones[%d].phone_id"):format(i), "is required") end
       local prop = p.property
+      local where = ("phones[%d].property"):format(i)
       if type(prop) == "table" then
+        if next(prop) ~= nil and #prop > 0 then
+          return nil, errors.validation(where, "must be a table of attributes (a JSON object), not a list")
+        end
         local ok, s = pcall(property_json.encode, prop)
-        if not ok then return nil, errors.validation(("phones[%d].property"):format(i), "cannot be encoded as JSON") end
+        if not ok then return nil, errors.validation(where, "cannot be encoded as JSON") end
+        if s == "[]" then s = "{}" end
         entry.property = s
       elseif type(prop) == "string" then
+        local ok, v = pcall(property_json.decode, prop)
+        if not ok or type(v) ~= "table" or (next(v) ~= nil and #v > 0) then
+          return nil, errors.validation(where, "must be a JSON object string such as '{\"wifi_name\":\"lab\"}'")
+        end
         entry.property = prop
       elseif prop ~= nil then
         return nil, errors.validation(("phones[%d].property"):format(i), "must be a table or a JSON string")
@@ -480,25 +477,49 @@ function Client:jobs(q)
   if not ids then return nil, errors.validation("request_id", "is required (or request_ids)") end
   local ok, err = validate.ids("request_ids", ids, limits.list_request_ids, 128)
   if not ok then return nil, err end
+  for i, id in ipairs(ids) do -- they go into a query string, comma-separated
+    ok, err = validate.path_id(("request_ids[%d]"):format(i), id)
+    if not ok then return nil, err end
+  end
+  if q.request_id_header ~= nil then
+    ok, err = validate.text("request_id_header", q.request_id_header, 128, false)
+    if not ok then return nil, err end
+  end
   local offset, limit = q.offset or 0, q.limit or limits.list_limit
   ok, err = validate.integer("offset", offset, 0)
   if ok then ok, err = validate.integer("limit", limit, 1, limits.list_limit) end
   if ok then ok, err = validate.seconds("timeout", q.timeout, true) end
   if not ok then return nil, err end
   local key = #ids == 1 and "request_id=" or "request_ids="
-  local out = {}
+  local out, seen, pages = {}, {}, 0
   while true do
     local path = ("/cloud-phone/jobs?%s%s&offset=%d&limit=%d"):format(key, table.concat(ids, ","), offset, limit)
     local body, res = self:_cph("GET", path, nil, { timeout = q.timeout, request_id = q.request_id_header })
     if not body then return nil, res end
     if type(body.jobs) ~= "table" then return nil, decode_fail(res, "reply has no 'jobs' list") end
-    local n = #body.jobs
+    local n, fresh = #body.jobs, 0
     for i = 1, n do
-      if type(body.jobs[i]) == "table" then out[#out + 1] = cph_job_row(body.jobs[i]) end
+      local j = body.jobs[i]
+      if type(j) == "table" then
+        local job_key = rows.text(j.job_id)
+        if not job_key then
+          out[#out + 1] = cph_job_row(j) -- malformed, kept, but it proves no progress
+        elseif not seen[job_key] then
+          seen[job_key] = true
+          fresh = fresh + 1
+          out[#out + 1] = cph_job_row(j)
+        end
+      end
     end
     offset = offset + n
     local total = tonumber(body.count)
-    if n < limit or n == 0 or (total and offset >= total) then break end
+    -- a page that brings nothing new ends the listing, whatever `count` says:
+    -- a server repeating itself must not keep us paging forever
+    pages = pages + 1
+    if n < limit or fresh == 0 or (total and offset >= total) then break end
+    if pages >= 1000 then
+      return nil, decode_fail(res, "ListJobs kept returning full pages (1,000 pages, " .. #out .. " jobs)")
+    end
   end
   return out
 end

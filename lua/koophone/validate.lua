@@ -67,6 +67,7 @@ function M.ids(field, ids, max, max_chars)
   -- the per-id checks run in C (koophone.core.check_ids): they run for
   -- every id of every request
   local i, problem, first = check_ids(ids, n, max_chars)
+  if i == 0 then return nil, bad(field, "must be a list (a sequence): it has keys besides 1.." .. n) end
   if i then
     local id = ids[i]
     local where = ("%s[%d]"):format(field, i)
@@ -142,6 +143,57 @@ function M.integer(field, v, min, max)
     return nil, bad(field, ("must be between %s and %s, got %s"):format(min, max or "inf", v), max or min)
   end
   return true
+end
+
+local INSTALL_TEXT = {
+  { "object_name", M.limits.name_chars, true }, { "file_name", M.limits.name_chars, true },
+  { "object_version", M.limits.name_chars, true }, { "biz_type", M.limits.type_chars, true },
+  { "content_type", M.limits.type_chars, true }, { "content_md5", M.limits.md5_chars, false, true },
+  { "install_package_url", M.limits.url_chars, true },
+}
+local INSTALL_FIELDS = { fast_install = true, object_size = true }
+for _, f in ipairs(INSTALL_TEXT) do INSTALL_FIELDS[f[1]] = true end
+
+--- An app to install (everything but the instances). Returns the body to
+-- send: defaults filled in (`biz_type` "apk", `content_type`
+-- "application/octet-stream", `content_md5` ""), `fast_install` and
+-- `object_size` as numbers, as the page's example sends them.
+-- @tparam table app
+-- @treturn table|nil body
+-- @treturn ?table err
+function M.app(app)
+  if type(app) ~= "table" then return nil, bad("app", "must be a table of install fields") end
+  local body = { biz_type = "apk", content_type = "application/octet-stream", content_md5 = "" }
+  for k, v in pairs(app) do
+    if not INSTALL_FIELDS[k] then
+      return nil, bad(tostring(k), "is not an install field (known: object_name, file_name, object_version, "
+                      .. "object_size, fast_install, biz_type, content_type, content_md5, install_package_url)")
+    end
+    body[k] = v
+  end
+  for _, f in ipairs(INSTALL_TEXT) do
+    local ok, err = M.text(f[1], body[f[1]], f[2], f[3], f[4])
+    if not ok then return nil, err end
+  end
+  if not body.install_package_url:match("^https?://[^/%s]") or body.install_package_url:find("%s") then
+    return nil, bad("install_package_url", "must be an http(s) URL without spaces", M.limits.url_chars)
+  end
+  local fast = body.fast_install
+  if fast == nil then fast = 0 end
+  if fast == true then fast = 1 elseif fast == false then fast = 0 end
+  fast = tonumber(fast)
+  if fast ~= 0 and fast ~= 1 then
+    return nil, bad("fast_install", "must be 0 (common) or 1 (quick), got " .. tostring(body.fast_install))
+  end
+  body.fast_install = fast
+  local size = body.object_size
+  if type(size) == "string" and size:match("^%d+$") then size = tonumber(size) end
+  if type(size) ~= "number" or size ~= size or size < 0 or size % 1 ~= 0 or size > 2^53 then
+    return nil, bad("object_size", "must be a whole number of MB (number or digit string), got "
+                    .. tostring(body.object_size))
+  end
+  body.object_size = size
+  return body
 end
 
 return M
