@@ -27,10 +27,13 @@ deps:
 test: deps all luajit-core
 	$(ENV) $(BUSTED) $(BUSTED_FLAGS) spec
 
-# The LuaJIT build that the OpenResty spec loads into nginx.
+# The other builds the specs load into child processes: LuaJIT for the
+# OpenResty spec (nginx), 5.1 and 5.3 for the cqueues and luv hosts.
 luajit-core:
 	@if [ -f /usr/include/luajit-2.1/lua.h ]; then \
 	  $(MAKE) --no-print-directory LUA=luajit LUA_INC=-I/usr/include/luajit-2.1 BUILD=build/luajit all; fi
+	@for v in lua5.1 lua5.3; do if [ -f /usr/include/$$v/lua.h ]; then \
+	  $(MAKE) --no-print-directory LUA=$$v BUILD=build/$$v all || exit 1; fi; done
 
 # The spec suite under Lua 5.1, 5.3 and LuaJIT (make test covers 5.4).
 matrix: deps
