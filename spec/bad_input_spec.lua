@@ -63,7 +63,10 @@ local CASES = {
   { "async: id with NUL", function(c) return c:async_command("ls", { "kp\0" }) end, "instance_ids[1]" },
   -- BUG: a list with extra non-integer keys is JSON-encoded as an object
   { "sync: ids with a hash key", function(c) return c:sync_command("ls", { "kp000001", extra = "kp000002" }) end, "instance_ids" },
-  { "sync: ids with a hole", function(c) return c:sync_command("ls", { "kp000001", nil, "kp000003" }) end, "instance_ids[2]" },
+  -- the length of a list with a hole is any border: PUC Lua says 3 (the
+  -- hole is found at [2]), LuaJIT says 1 (then the extra key [3] is)
+  { "sync: ids with a hole", function(c) return c:sync_command("ls", { "kp000001", nil, "kp000003" }) end,
+    "instance_ids%[?2?%]?" },
   -- call options
   { "sync: opts a string", function(c) return c:sync_command("ls", { "kp000001" }, "fast") end, "opts" },
   { "sync: timeout negative", function(c) return c:sync_command("ls", { "kp000001" }, { timeout = -1 }) end, "timeout" },
