@@ -60,6 +60,10 @@ function blocking.sleep(engine, seconds)
   end
 end
 
+--- The default waiter (block in `engine:wait`), for adapters to fall back on
+-- where their host cannot yield.
+M.blocking = blocking
+
 local waiter = blocking
 
 -- Inside OpenResty (a global `ngx` with `ngx.sleep`), wait with ngx.sleep

@@ -73,12 +73,7 @@ end
 
 function M.await(engine, req)
   if not ours_running() then
-    repeat
-      engine:perform()
-      if req:done() then return end
-      engine:wait(1000)
-    until req:done()
-    return
+    return require("koophone.sched").blocking.await(engine, req)
   end
   while true do
     engine:perform()
@@ -88,18 +83,14 @@ function M.await(engine, req)
 end
 
 function M.sleep(engine, seconds)
+  if not ours_running() then return require("koophone.sched").blocking.sleep(engine, seconds) end
   local deadline = core.now() + seconds
-  local blocking = not ours_running()
   while true do
     local running = engine:perform()
     local left = deadline - core.now()
     if left <= 0 then return end
-    if blocking then
-      engine:wait(left * 1000)
-    else
-      local cap = running > 0 and M.max_step or M.idle_step
-      wait_once(engine, left < cap and left or cap)
-    end
+    local cap = running > 0 and M.max_step or M.idle_step
+    wait_once(engine, left < cap and left or cap)
   end
 end
 

@@ -63,12 +63,7 @@ end
 --- Waits until `req:done()`, polling with `ngx.sleep` in between.
 function M.await(engine, req)
   if not can_yield() then
-    repeat
-      engine:perform()
-      if req:done() then return end
-      engine:wait(1000)
-    until req:done()
-    return
+    return require("koophone.sched").blocking.await(engine, req)
   end
   local step = M.min_step
   while true do
@@ -84,12 +79,7 @@ end
 function M.sleep(engine, seconds)
   local deadline = now() + seconds
   if not can_yield() then
-    while true do
-      engine:perform()
-      local left = deadline - now()
-      if left <= 0 then return end
-      engine:wait(left * 1000)
-    end
+    return require("koophone.sched").blocking.sleep(engine, seconds)
   end
   local step = M.min_step
   while true do
