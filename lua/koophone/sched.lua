@@ -60,6 +60,37 @@ function blocking.sleep(engine, seconds)
   end
 end
 
+--- Fills `adapter.await` and `adapter.sleep` for a host that can wait for
+-- a while and resume us (cqueues, luv): inside the host (`in_host()`), each
+-- wait calls `engine:perform()` then `wait_once(engine, seconds)` — at most
+-- `adapter.max_step` while transfers run, `adapter.idle_step` otherwise;
+-- elsewhere it blocks in the engine.
+-- @tparam table adapter gets `await` and `sleep`
+-- @tparam function in_host true when the running code may yield to the host
+-- @tparam function wait_once `(engine, seconds)`: let the host run that long
+function M.host_waiter(adapter, in_host, wait_once)
+  function adapter.await(engine, req)
+    if not in_host() then return M.blocking.await(engine, req) end
+    while true do
+      engine:perform()
+      if req:done() then return end
+      wait_once(engine, adapter.max_step)
+    end
+  end
+  function adapter.sleep(engine, seconds)
+    if not in_host() then return M.blocking.sleep(engine, seconds) end
+    local deadline = now() + seconds
+    while true do
+      local running = engine:perform()
+      local left = deadline - now()
+      if left <= 0 then return end
+      local cap = running > 0 and adapter.max_step or adapter.idle_step
+      wait_once(engine, left < cap and left or cap)
+    end
+  end
+  return adapter
+end
+
 --- The default waiter (block in `engine:wait`), for adapters to fall back on
 -- where their host cannot yield.
 M.blocking = blocking

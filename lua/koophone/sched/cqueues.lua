@@ -17,7 +17,6 @@
 -- engine themselves. Lua 5.1-5.4.
 -- @module koophone.sched.cqueues
 local cqueues = require "cqueues"
-local core = require "koophone.core"
 
 local M = {}
 
@@ -59,28 +58,7 @@ local function poll_once(engine, cap)
   cqueues.poll(unpack(objs, 1, n))
 end
 
-function M.await(engine, req)
-  if not in_controller() then
-    return require("koophone.sched").blocking.await(engine, req)
-  end
-  while true do
-    engine:perform()
-    if req:done() then return end
-    poll_once(engine, M.max_step)
-  end
-end
-
-function M.sleep(engine, seconds)
-  if not in_controller() then return require("koophone.sched").blocking.sleep(engine, seconds) end
-  local deadline = core.now() + seconds
-  while true do
-    local running = engine:perform()
-    local left = deadline - core.now()
-    if left <= 0 then return end
-    local cap = running > 0 and M.max_step or M.idle_step
-    poll_once(engine, left < cap and left or cap)
-  end
-end
+require("koophone.sched").host_waiter(M, in_controller, poll_once)
 
 --- The engine as a cqueues pollable: ready when curl's timer is due or one
 -- of its sockets (the first one reported) is ready; call `engine:perform()`

@@ -14,7 +14,6 @@
 -- Anywhere else waits block in `engine:wait()` as usual. Lua 5.1-5.4.
 -- @module koophone.sched.luv
 local uv = require "luv"
-local core = require "koophone.core"
 
 local M = {}
 
@@ -71,28 +70,7 @@ local function wait_once(engine, cap)
   coroutine.yield()
 end
 
-function M.await(engine, req)
-  if not ours_running() then
-    return require("koophone.sched").blocking.await(engine, req)
-  end
-  while true do
-    engine:perform()
-    if req:done() then return end
-    wait_once(engine, M.max_step)
-  end
-end
-
-function M.sleep(engine, seconds)
-  if not ours_running() then return require("koophone.sched").blocking.sleep(engine, seconds) end
-  local deadline = core.now() + seconds
-  while true do
-    local running = engine:perform()
-    local left = deadline - core.now()
-    if left <= 0 then return end
-    local cap = running > 0 and M.max_step or M.idle_step
-    wait_once(engine, left < cap and left or cap)
-  end
-end
+require("koophone.sched").host_waiter(M, ours_running, wait_once)
 
 --- Starts `fn(...)` in a coroutine whose koophone waits yield to the uv
 -- loop; it runs at once, up to its first wait.
