@@ -120,7 +120,6 @@ local CASES = {
   { "restart: duplicate phones", function(c) return c:restart_phones({ "ph000001", { phone_id = "ph000001" } }) end, "phones[2].phone_id" },
   { "restart: property a number", function(c) return c:restart_phones({ { phone_id = "ph000001", property = 5 } }) end, "phones[1].property" },
   { "restart: property not encodable", function(c) return c:restart_phones({ { phone_id = "ph000001", property = { f = print } } }) end, "phones[1].property" },
-  -- BUG: a property string that is not a JSON object is sent as it is (the vendor refuses it)
   { "restart: property string not JSON", function(c) return c:restart_phones({ { phone_id = "ph000001", property = "wifi=lab" } }) end, "phones[1].property" },
   { "restart: property a JSON array", function(c) return c:restart_phones({ { phone_id = "ph000001", property = { 1, 2 } } }) end, "phones[1].property" },
   { "restart: image_id with '/'", function(c) return c:restart_phones({ "ph000001" }, { image_id = "a/b" }) end, "image_id" },

@@ -74,15 +74,11 @@ local function check_ids(client, kind, list, field)
   local ids, items = {}, {}
   for i, v in ipairs(list) do
     if kind == "restart" and type(v) == "table" then
-      local pid = v.phone_id or v.id
-      if type(pid) ~= "string" then
-        return nil, bad(("%s[%d].phone_id"):format(field, i), "must be a string, got " .. type(pid))
-      end
-      if v.property ~= nil and type(v.property) ~= "table" and type(v.property) ~= "string" then
-        return nil, bad(("%s[%d].property"):format(field, i), "must be a table or a JSON string")
-      end
-      ids[i] = pid
-      items[pid] = { phone_id = pid, property = v.property }
+      -- the same check Client:restart_phones makes, before any chunk is sent
+      local entry, err = validate.phone(v, ("%s[%d]"):format(field, i))
+      if not entry then return nil, err end
+      ids[i] = entry.phone_id
+      items[entry.phone_id] = entry
     else
       ids[i] = v
     end

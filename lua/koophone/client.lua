@@ -318,40 +318,12 @@ function Client:install_app(app, ids, opts)
   return self:_task_from_jobs("install", ids, data.data, res)
 end
 
-local property_json = require("cjson").new()
-
 local function restart_body(phones, image_id, max)
   if type(phones) ~= "table" then return nil, errors.validation("phones", "must be a list") end
   local ids, list = {}, {}
   for i, p in ipairs(phones) do
-    local entry
-    if type(p) == "string" then
-      entry = { phone_id = p }
-    elseif type(p) == "table" then
-      entry = { phone_id = p.phone_id or p.id }
-      if entry.phone_id == nil then return nil, errors.validation(("phones[%d].phone_id"):format(i), "is required") end
-      local prop = p.property
-      local where = ("phones[%d].property"):format(i)
-      if type(prop) == "table" then
-        if next(prop) ~= nil and #prop > 0 then
-          return nil, errors.validation(where, "must be a table of attributes (a JSON object), not a list")
-        end
-        local ok, s = pcall(property_json.encode, prop)
-        if not ok then return nil, errors.validation(where, "cannot be encoded as JSON") end
-        if s == "[]" then s = "{}" end
-        entry.property = s
-      elseif type(prop) == "string" then
-        local ok, v = pcall(property_json.decode, prop)
-        if not ok or type(v) ~= "table" or (next(v) ~= nil and #v > 0) then
-          return nil, errors.validation(where, "must be a JSON object string such as '{\"wifi_name\":\"lab\"}'")
-        end
-        entry.property = prop
-      elseif prop ~= nil then
-        return nil, errors.validation(("phones[%d].property"):format(i), "must be a table or a JSON string")
-      end
-    else
-      return nil, errors.validation(("phones[%d]"):format(i), "must be a phone id or {phone_id=, property=}")
-    end
+    local entry, err = validate.phone(p, ("phones[%d]"):format(i))
+    if not entry then return nil, err end
     ids[i] = entry.phone_id
     list[i] = entry
   end

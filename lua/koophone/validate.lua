@@ -145,6 +145,44 @@ function M.integer(field, v, min, max)
   return true
 end
 
+local property_json = require("cjson").new()
+
+--- One phone of a batch-restart: a phone id, or `{phone_id=, property=}`
+-- where `property` is a table of attributes or a JSON object string.
+-- Returns the entry to send, `property` JSON-encoded (the API wants a
+-- string).
+-- @param p
+-- @tparam string where the phone's place for messages, e.g. "phones[3]"
+-- @treturn table|nil `{phone_id=, property=}`
+-- @treturn ?table err
+function M.phone(p, where)
+  if type(p) == "string" then return { phone_id = p } end
+  if type(p) ~= "table" then return nil, bad(where, "must be a phone id or {phone_id=, property=}") end
+  local entry = { phone_id = p.phone_id or p.id }
+  if entry.phone_id == nil then return nil, bad(where .. ".phone_id", "is required") end
+  if type(entry.phone_id) ~= "string" then
+    return nil, bad(where .. ".phone_id", "must be a string, got " .. type(entry.phone_id))
+  end
+  local prop, pwhere = p.property, where .. ".property"
+  if type(prop) == "table" then
+    if next(prop) ~= nil and #prop > 0 then
+      return nil, bad(pwhere, "must be a table of attributes (a JSON object), not a list")
+    end
+    local ok, s = pcall(property_json.encode, prop)
+    if not ok then return nil, bad(pwhere, "cannot be encoded as JSON") end
+    entry.property = s == "[]" and "{}" or s
+  elseif type(prop) == "string" then
+    local ok, v = pcall(property_json.decode, prop)
+    if not ok or type(v) ~= "table" or (next(v) ~= nil and #v > 0) then
+      return nil, bad(pwhere, "must be a JSON object string such as '{\"wifi_name\":\"lab\"}'")
+    end
+    entry.property = prop
+  elseif prop ~= nil then
+    return nil, bad(pwhere, "must be a table or a JSON string")
+  end
+  return entry
+end
+
 local INSTALL_TEXT = {
   { "object_name", M.limits.name_chars, true }, { "file_name", M.limits.name_chars, true },
   { "object_version", M.limits.name_chars, true }, { "biz_type", M.limits.type_chars, true },
