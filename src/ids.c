@@ -2,7 +2,6 @@
  * id of every request; in Lua (two pattern matches and a table per call)
  * it cost about 4,500 instructions per id, here about 500.
  * (Building result rows stays in Lua: a table constructor beats the C API.) */
-#include <string.h>
 #include "core.h"
 
 /* Characters an id may not hold: controls, space, '/', '?', '#', DEL. */

@@ -54,11 +54,8 @@ function Task.new(client, t)
   end
   for _, id in ipairs(t.ids or {}) do add(id) end
   for job_id, id in pairs(self.jobs) do
-    if not seen[id] and t.ids then
-      -- the vendor answered with an id we did not send: keep it apart
-      self.unexpected = self.unexpected or {}
-      self.unexpected[#self.unexpected + 1] = id
-    end
+    -- without ids given, the jobs say which ids there are; an id the vendor
+    -- answered with but we did not send is followed, not reported
     if not t.ids then add(id) end
     self.rows[id] = { id = id, [self.id_field] = id, status = "running", vendor_status = 1,
                       job_id = job_id, [extra_key] = self.id, request_id = t.request_id }
@@ -172,11 +169,9 @@ function Task:_query_done(ok, jobs, err)
   end
   if jobs then
     self.last_error = nil
-    self.query_failures = 0
     if self:_apply(jobs) > 0 then self.progressed = true end
   else
     self.last_error = err
-    self.query_failures = (self.query_failures or 0) + 1
     if not err.retryable then
       -- the task cannot be read (not found, forbidden, ...): every job
       -- still running is an error, with the reason

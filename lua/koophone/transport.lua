@@ -74,6 +74,9 @@ end
 
 -- Maps one finished attempt to nil (success) or an error table.
 function Transport:_classify(res, cerr, method)
+  if not cerr and res.status >= 200 and res.status < 300 and type(res.body) == "table" then
+    return nil -- the common case: nothing to scrub, nothing to build
+  end
   local secrets = self.auth and self.auth.secrets and self.auth:secrets() or nil
   if cerr then
     local e = errors.new {
@@ -89,7 +92,6 @@ function Transport:_classify(res, cerr, method)
   end
   local status = res.status
   if status >= 200 and status < 300 then
-    if type(res.body) == "table" then return nil end
     local why = res.decode_error and ("body is not JSON: " .. res.decode_error)
       or (res.body == nil and "empty body" or "body is not a JSON object")
     return errors.new { kind = "decode", http_status = status, message = why,
@@ -97,9 +99,7 @@ function Transport:_classify(res, cerr, method)
                         retryable = method == "GET", maybe_executed = method ~= "GET" }
   end
   local code, message = vendor_fields(res.body)
-  if not message and res.raw then
-    message = errors.scrub(res.raw:sub(1, 200), secrets)
-  end
+  if not message and res.raw then message = res.raw:sub(1, 200) end
   local e = errors.new {
     kind = "http", http_status = status, code = text(code),
     message = errors.scrub(text(message) or ("HTTP " .. status), secrets),
