@@ -274,7 +274,7 @@ local function execute(client, op, ids, items, chunks, opts, jr)
       local initial = {}
       for _, id in ipairs(chunk_ids) do
         local row = task.rows and task.rows[id]
-        if row and row.status ~= "running" and not row.job_id and row.status == "failed" then initial[id] = row end
+        if row and not row.job_id and row.status == "failed" then initial[id] = row end
       end
       if jr then jr:write { type = "task", chunk = i, task = task:describe(), initial = initial } end
       start_task(i, task, initial)
