@@ -281,6 +281,7 @@ describe("KooPhone batch-query (the instance list)", function()
     assert.equal(2, r.running_status)
     emu:call("POST", "/v1/instances/reboot", { instance_ids = { "kp000001" } })
     s, b = list("x-request-id=q&page_no=1&page_size=2")
+    assert.equal(200, s)
     assert.equal(4, b.data.result[2].running_status)
   end)
 
