@@ -190,7 +190,7 @@ describe("KooPhone fleet operations", function()
     local bad = {
       { "page_size=10", "page_no" }, { "page_no=1", "page_size" }, { "page_no=0&page_size=10", "page_no" },
       { "page_no=1&page_size=201", "200" }, { "page_no=x&page_size=1", "page_no" },
-      { "page_no=1&page_size=1&app_type=3", "app_type" },
+      { "page_no=1&page_size=1&app_type=3", "app_type" }, { "page_no=99999999999&page_size=1", "page_no" },
     }
     for _, c in ipairs(bad) do
       local s, b = emu:call("GET", "/v1/instances/kp000030/app-list?" .. c[1])

@@ -102,7 +102,7 @@ local function page_arg(args, name, max, required)
     if required then return nil, "Parameter " .. name .. " is missing." end
     return false
   end
-  if type(v) ~= "string" or not find(v, "^%d+$") or tonumber(v) < 1 or (max and tonumber(v) > max) then
+  if type(v) ~= "string" or not find(v, "^%d+$") or #v > 9 or tonumber(v) < 1 or (max and tonumber(v) > max) then
     return nil, "Parameter " .. name .. " is invalid: it must be an integer from 1"
       .. (max and (" to " .. max) or "") .. "."
   end

@@ -67,6 +67,10 @@ end
 
 --- Add (or upgrade) an app that becomes visible at `ready`.
 function M.add_app(id, pkg, version, name, ready)
+  -- tabs and newlines separate the stored fields
+  pkg = (pkg:gsub("[\t\n]", " "))
+  version = (version:gsub("[\t\n]", " "))
+  name = (name:gsub("[\t\n]", " "))
   local key = "a:" .. id
   local old = S:get(key)
   local lines = {}
