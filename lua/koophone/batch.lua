@@ -38,6 +38,7 @@ local errors = require "koophone.errors"
 local validate = require "koophone.validate"
 local report_mod = require "koophone.report"
 local journal_mod = require "koophone.journal"
+local ratelimit = require "koophone.ratelimit"
 
 local M = {}
 local DEBUG = os.getenv("KOOPHONE_BATCH_DEBUG")
@@ -95,6 +96,7 @@ end
 M.OPTIONS = validate.set { "concurrency", "rate", "burst", "timeout", "task_timeout",
   "progress_interval", "chunk", "on_progress", "journal", "image_id", "mode", "strict" }
 local RESUME_OPTIONS = validate.set { "submit_missing", "app" }
+M.OPTIONS.adaptive = true
 for k in pairs(M.OPTIONS) do RESUME_OPTIONS[k] = true end
 
 -- Checks the options shared by every batch.
@@ -126,6 +128,9 @@ local function check_opts(client, kind, opts, known)
   end
   if opts.on_progress ~= nil and type(opts.on_progress) ~= "function" then
     return nil, bad("on_progress", "must be a function")
+  end
+  if opts.adaptive ~= nil and type(opts.adaptive) ~= "boolean" then
+    return nil, bad("adaptive", "must be true or false, got " .. type(opts.adaptive))
   end
   if opts.journal ~= nil and (type(opts.journal) ~= "string" or opts.journal == "") then
     return nil, bad("journal", "must be a file path")
@@ -210,6 +215,36 @@ local function task_rows(task, ids, first, last, id_field, initial)
   return out
 end
 
+-- The gateway refused the submit (429 APIGW.0308, or 503) after the
+-- transport's retries: nothing ran, so the chunk may simply go again.
+local function not_run(err)
+  return type(err) == "table" and err.maybe_executed == false
+    and (err.http_status == 429 or err.http_status == 503)
+end
+M.MAX_REQUEUE = 20
+
+-- The client's adaptive limiter (koophone.ratelimit) for the batch's
+-- submits and status queries: the client's own (adaptive_rate), else one
+-- attached for the batch's duration and shared with any batch running
+-- beside it on the same client (the gateway's budget is per user).
+local function attach_limiter(client, opts)
+  local tr = client.transport
+  if not tr or opts.adaptive == false then return nil end
+  if not tr.limiter then
+    tr.limiter = ratelimit.new()
+    tr.limiter_batches = 0
+  end
+  if not tr.limiter_kept then tr.limiter_batches = (tr.limiter_batches or 0) + 1 end
+  return tr.limiter
+end
+
+local function detach_limiter(client, lim)
+  local tr = client.transport
+  if not lim or tr.limiter_kept or tr.limiter ~= lim then return end
+  tr.limiter_batches = tr.limiter_batches - 1
+  if tr.limiter_batches <= 0 then tr.limiter, tr.limiter_batches = nil, nil end
+end
+
 local function counts_of(list, c)
   for _, row in ipairs(list) do
     local s = row.status
@@ -246,7 +281,9 @@ local function execute(client, op, ids, items, chunks, opts, jr)
   local stats = client.transport and client.transport.stats
   local requests0 = stats and stats.requests or 0
   local total = #ids
-  local st = { inflight = 0, active = {}, submitting = 0 }
+  local st = { inflight = 0, active = {}, submitting = 0, requeued = 0 }
+  local throttled0 = stats and stats.throttled or 0
+  local limiter = attach_limiter(client, opts)
   local pending = {}
   for i, c in ipairs(chunks) do
     if not c.rows and not c.task then pending[#pending + 1] = i end
@@ -289,6 +326,11 @@ local function execute(client, op, ids, items, chunks, opts, jr)
       end
       if jr then jr:write { type = "task", chunk = i, task = task:describe(), initial = initial } end
       start_task(i, task, initial)
+    elseif not_run(err) and (c.requeued or 0) < M.MAX_REQUEUE and not (deadline and sched.now() >= deadline) then
+      -- throttled: it never ran; submit it again (the limiter paces it)
+      c.requeued = (c.requeued or 0) + 1
+      st.requeued = st.requeued + 1
+      pending[#pending + 1] = i
     else
       finish_chunk(i, error_rows(ids, c.first, c.last, id_field, err, { chunk = i }), true)
     end
@@ -308,6 +350,8 @@ local function execute(client, op, ids, items, chunks, opts, jr)
     c.elapsed = el
     c.rate = el > 0 and c.done / el or 0
     c.eta = (c.rate > 0 and c.done < total) and (total - c.done) / c.rate or (c.done >= total and 0 or nil)
+    c.throttled = stats and (stats.throttled or 0) - throttled0 or 0
+    c.send_rate = limiter and limiter:current()
     on_progress(c)
   end
 
@@ -418,6 +462,7 @@ local function execute(client, op, ids, items, chunks, opts, jr)
   st.runner = sched.runner()
   st.runner:spawn(controller)
   drive(st.runner, engine)
+  detach_limiter(client, limiter)
 
   local out = {}
   for i, c in ipairs(chunks) do

@@ -12,6 +12,7 @@ local transport = require "koophone.transport"
 local rows = require "koophone.rows"
 local Task = require "koophone.task"
 local auth = require "koophone.auth"
+local ratelimit = require "koophone.ratelimit"
 
 local M = {}
 M.VERSION = "0.1.0"
@@ -66,6 +67,7 @@ local CLIENT_OPTIONS = validate.set {
   "task_timeout", "engine", "max_connections",
 }
 M.OPTIONS = CLIENT_OPTIONS
+CLIENT_OPTIONS.adaptive_rate = true
 
 --- Creates a client.
 --
@@ -89,6 +91,9 @@ M.OPTIONS = CLIENT_OPTIONS
 -- * `poll_interval` (0.5 s), `poll_max_interval` (10 s), `poll_ratio` (0.1),
 --   `task_timeout` (600 s): see `koophone.task` for the polling schedule
 -- * `engine`: share an engine (from `koophone.engine()`) between clients
+-- * `adaptive_rate`: pace every call by an adaptive limiter that learns the
+--   gateway's throttling from its 429s (`koophone.ratelimit`); off by
+--   default, as batches attach one for their duration anyway
 -- @tparam[opt] table opts
 -- @treturn Client|nil
 -- @treturn ?string message on failure (one line)
@@ -99,6 +104,9 @@ function M.new(opts)
   local self = setmetatable({}, Client)
   local known, err = validate.known_keys("option", opts, CLIENT_OPTIONS)
   if not known then return fail(err) end
+  if opts.adaptive_rate ~= nil and type(opts.adaptive_rate) ~= "boolean" then
+    return fail(errors.validation("adaptive_rate", "must be true or false, got " .. type(opts.adaptive_rate)))
+  end
   local insecure_ok = opts.allow_insecure
   self.endpoint, err = check_endpoint("endpoint", opts.endpoint or getenv("KOOPHONE_ENDPOINT") or DEFAULT_ENDPOINT,
                                       insecure_ok)
@@ -172,6 +180,11 @@ function M.new(opts)
     low_speed_limit = opts.low_speed_limit, low_speed_time = opts.low_speed_time,
   }
   self.auth:attach(self.transport)
+  if opts.adaptive_rate then
+    -- one limiter for every call of this client (koophone.ratelimit)
+    self.transport.limiter = ratelimit.new()
+    self.transport.limiter_kept = true
+  end
   return self
 end
 
@@ -187,10 +200,11 @@ function Client:_koophone(method, path, body, opts)
   }
   if not res then return nil, err end
   local b = res.body
-  local code = b.error_code
+  local code, msg = b.error_code, b.error_msg
+  if code == nil then code, msg = b.errorCode, b.errorMsg end -- the other spelling (docs/vendor.md)
   if not rows.success_code(code) then
     return nil, errors.new { kind = "vendor", http_status = res.status, code = errors.text(code),
-                             message = rows.text(b.error_msg), request_id = res.request_id,
+                             message = rows.text(msg), request_id = res.request_id,
                              attempts = res.attempts }
   end
   if type(b.data) ~= "table" then
@@ -323,6 +337,10 @@ local function install_body(app, ids)
 end
 
 --- Installs an app on up to 100 instances (`POST /v1/instances/app/install`).
+-- Both reply shapes are accepted: `data.data.{task_id, cmd_jobs}` (the seed
+-- page, task ids `ZGCA…`) and the flat `data.{task_id, cmd_jobs}` (the
+-- vendor's SDK since 3.1.207, task ids `ZGCA…` or `FULFILL…`). Install jobs
+-- may start at status 0 (not run yet) and fail with 3: see `koophone.rows`.
 -- @tparam table app `object_name`, `file_name`, `object_version`,
 --   `object_size` (MB), `install_package_url` (treated as a secret: its
 --   query string never appears in errors or logs), `fast_install` (0/1),
@@ -342,8 +360,14 @@ function Client:install_app(app, ids, opts)
   if not body then return fail(err) end
   local data, res = self:_koophone("POST", "/v1/instances/app/install", body, opts)
   if not data then return fail(res) end
-  if type(data.data) ~= "table" then return fail(decode_fail(res, "reply has no 'data.data' object")) end
-  return ret(self:_task_from_jobs("install", ids, data.data, res))
+  -- the seed page nests the task one level deeper (data.data.task_id); the
+  -- vendor's SDK since 3.1.207 has it flat (data.task_id): take either
+  local inner = data
+  if data.task_id == nil and type(data.data) == "table" then inner = data.data end
+  if inner.task_id == nil then
+    return fail(decode_fail(res, "reply has no 'data.task_id' (SDK) nor 'data.data.task_id' (seed page)"))
+  end
+  return ret(self:_task_from_jobs("install", ids, inner, res))
 end
 
 local function restart_body(phones, image_id, max)

@@ -51,7 +51,8 @@ local function describe(e)
   elseif msg then
     s = s .. ": " .. msg
   end
-  if e.maybe_executed then s = s .. " (the command may have run)" end
+  if e.maybe_executed then s = s .. " (the command may have run)"
+  elseif e.maybe_executed == false and e.http_status then s = s .. " (not executed)" end
   if e.request_id then s = s .. " [request id " .. tostring(e.request_id) .. "]" end
   return (s:gsub("[%c]+", " "))
 end

@@ -6,8 +6,11 @@
 --       job_id = "...", task_id = "...", request_id = "...",
 --       attempts = 1, elapsed = 0.42 }
 --
--- `failed` means the vendor ran the job and said -1; `error` means we could
--- not learn the outcome (the request failed, or the reply had no entry).
+-- `failed` means the vendor ran the job and said -1 (or 3, app install
+-- tasks in the SDK era); `error` means we could not learn the outcome (the
+-- request failed, or the reply had no entry). `running` means not finished
+-- yet: `vendor_status` 1 (running) or 0 (not run yet: install tasks since
+-- the vendor's SDK 3.1.207 start their jobs at 0; `docs/vendor.md`).
 -- @module koophone.rows
 local M = {}
 
@@ -31,7 +34,11 @@ function M.success_code(code)
     (type(code) == "userdata" and code == require("koophone.core").null)
 end
 
---- Maps the vendor's job status (1, 2, -1, as number or string).
+--- Maps the vendor's job status (as number or string): 2 success -> `ok`;
+-- -1 and 3 failed -> `failed`; 1 running and 0 not run yet -> `running`
+-- (a task is not finished while a job is 0 or 1); anything else `error`.
+-- The seed pages know 1, 2, -1; the SDK's JobDetail adds 0 and 3, used by
+-- app install tasks (`docs/vendor.md`).
 -- @param v
 -- @treturn string status, ?number vendor_status
 function M.status(v)
@@ -40,6 +47,8 @@ function M.status(v)
   if n == 2 then return "ok", 2 end
   if n == -1 then return "failed", -1 end
   if n == 1 then return "running", 1 end
+  if n == 0 then return "running", 0 end
+  if n == 3 then return "failed", 3 end
   return "error", n
 end
 

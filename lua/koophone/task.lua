@@ -1,7 +1,8 @@
 --- Tasks: what `async_command`, `install_app` and `restart_phones` return.
 --
 -- A task knows which job belongs to which instance (or phone) and follows
--- the jobs until none is running:
+-- the jobs until none is running (status 1) or not run yet (status 0, the
+-- first state of app install jobs in the SDK era; see `koophone.rows`):
 --
 --     local task = assert(client:async_command("sleep 2", ids))
 --     local rows, err = task:wait { timeout = 60 }   -- blocks, or yields
@@ -143,6 +144,9 @@ function Task:_apply(jobs)
         self.rows[id] = new
         self.running = self.running - 1
         changed = changed + 1
+      else
+        -- still 0 (not run yet) or 1 (running): say which
+        row.vendor_status = tonumber(j.vendor_status) or row.vendor_status
       end
     end
   end

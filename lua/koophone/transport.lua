@@ -10,7 +10,17 @@
 --
 -- Backoff is exponential with full jitter, capped, and a `Retry-After`
 -- header is honoured. Every attempt of one call carries the same
--- `x-request-id`, so support can trace all of them.
+-- `x-request-id`, so support can trace all of them; when the reply has an
+-- `X-Request-Id` header, that id (the vendor's) is the one kept in results
+-- and errors.
+--
+-- A 429 (the gateway's `APIGW.0308`) to a command is "not executed":
+-- `retryable = true`, `maybe_executed = false`. With an adaptive limiter
+-- (`transport.limiter`, see `koophone.ratelimit`) every attempt first waits
+-- for its turn, every answer is reported to it, and a 429 is retried after
+-- the limiter's pause instead of the exponential backoff. Error bodies are
+-- read in every shape the vendor's SDKs read (`error_code`/`error_msg`,
+-- `errorCode`/`errorMsg`, `code`/`message`, or nested).
 -- @module koophone.transport
 local sched = require "koophone.sched"
 local errors = require "koophone.errors"
@@ -23,7 +33,8 @@ Transport.__index = Transport
 --- A transport over `engine`.
 -- @tparam table opts `engine`, `auth` (object with `token()` and optional
 --   `renew()`), `timeout`, `connect_timeout` (seconds), `retries`,
---   `retry_base`, `retry_cap`, `max_retry_after`, TLS and proxy options
+--   `retry_base`, `retry_cap`, `max_retry_after`, TLS and proxy options,
+--   `limiter` (a `koophone.ratelimit` limiter; may also be set later)
 -- @treturn table transport
 function M.new(opts)
   local self = setmetatable({}, Transport)
@@ -47,25 +58,49 @@ function M.new(opts)
     client_cert = opts.client_cert, client_key = opts.client_key,
   }
   self.random = opts.random or math.random
-  self.stats = { requests = 0, retries = 0 }
+  self.stats = { requests = 0, retries = 0, throttled = 0 }
+  self.limiter = opts.limiter
   return self
 end
 
 local GET_RETRY = { connect = true, dns = true, timeout = true, protocol = true, decode = true }
 local POST_RETRY_UNSENT = { connect = true, dns = true }
 
--- Pulls {code, message} out of the error bodies the vendor's services use.
-local function vendor_fields(body)
+-- Pulls {code, message} out of the error bodies the vendor's services use,
+-- read as the SDKs read them (docs/vendor.md): `error_code`/`error_msg`,
+-- `errorCode`/`errorMsg`, `code`/`message`, else the first object inside
+-- (`error` first, then a `details` list, then the other keys in order) that
+-- holds one of these pairs, up to 3 levels deep.
+local PAIRS = { { "error_code", "error_msg" }, { "errorCode", "errorMsg" }, { "code", "message" } }
+local function vendor_fields(body, depth)
   if type(body) ~= "table" then return nil, nil end
-  if body.error_code ~= nil or body.error_msg ~= nil then
-    return body.error_code, body.error_msg
+  for _, p in ipairs(PAIRS) do
+    local code, msg = body[p[1]], body[p[2]]
+    if code ~= nil or msg ~= nil then return code, msg end
   end
-  if type(body.error) == "table" then -- IAM
-    return body.error.code, body.error.message
+  depth = depth or 0
+  if depth >= 3 then return nil, nil end
+  local inner = { body.error, body.details }
+  local keys = {}
+  for k, v in pairs(body) do
+    if type(k) == "string" and type(v) == "table" and k ~= "error" and k ~= "details" then keys[#keys + 1] = k end
   end
-  if body.code ~= nil then return body.code, body.message end
+  table.sort(keys)
+  for _, k in ipairs(keys) do inner[#inner + 1] = body[k] end
+  for i = 1, #keys + 2 do
+    local v = inner[i]
+    if type(v) == "table" then
+      local code, msg = vendor_fields(v, depth + 1)
+      if code ~= nil or msg ~= nil then return code, msg end
+      if v[1] ~= nil then -- a list (details): its first entry
+        code, msg = vendor_fields(v[1], depth + 1)
+        if code ~= nil or msg ~= nil then return code, msg end
+      end
+    end
+  end
   return nil, nil
 end
+M.vendor_fields = vendor_fields
 
 local function text(v)
   if v == nil or type(v) == "userdata" or type(v) == "table" then return nil end
@@ -123,6 +158,8 @@ function Transport:_classify(res, cerr, method)
   if method == "GET" then e.retryable = status >= 500 or status == 429
   else e.retryable = status == 429 or status == 503 end
   if method ~= "GET" and status >= 500 and status ~= 503 then e.maybe_executed = true end
+  -- a gateway refusal (429 APIGW.0308) or 503: the command was not executed
+  if method ~= "GET" and (status == 429 or status == 503) then e.maybe_executed = false end
   if res.retry_after then e.retry_after = tonumber(res.retry_after) end
   return e
 end
@@ -132,6 +169,26 @@ function Transport:_backoff(attempt, retry_after)
   local d = math.min(self.retry_cap, self.retry_base * 2 ^ (attempt - 1)) * self.random()
   if retry_after and retry_after > d then d = math.min(retry_after, self.max_retry_after) end
   return d
+end
+
+-- Waits until the adaptive limiter (koophone.ratelimit) lets a request go;
+-- false when that would pass the call's deadline.
+function Transport:_pace(spec)
+  local lim = self.limiter
+  while true do
+    local now = sched.now()
+    local wait, ticket = lim:acquire(now)
+    if wait <= 0 then return true end
+    if spec.deadline and now + wait > spec.deadline then return false end
+    sched.sleep(self.engine, wait)
+    -- a reserved turn goes unless a 429 voided it meanwhile
+    if ticket and lim:valid(ticket, sched.now()) then return true end
+  end
+end
+
+local function paced_out(request_id, attempt)
+  return errors.new { kind = "timeout", request_id = request_id, attempts = attempt, retryable = true,
+                      maybe_executed = false, message = "not sent: the adaptive rate limit would pass the deadline" }
 end
 
 --- Performs one call (with retries). Waits through `koophone.sched`.
@@ -147,6 +204,7 @@ function Transport:request(spec)
   local attempt, renewed = 0, false
   local started = sched.now()
   while true do
+    if self.limiter and not spec.no_auth and not self:_pace(spec) then return nil, paced_out(request_id, attempt) end
     attempt = attempt + 1
     local token = (self.auth and not spec.no_auth) and self.auth:token() or nil
     if type(token) == "table" then -- the auth layer could not get a token
@@ -163,12 +221,17 @@ function Transport:request(spec)
     for i = n + 1, #headers do headers[i] = nil end
     c.url, c.method, c.json = spec.url, method, spec.json
     c.timeout = spec.timeout and math.floor(spec.timeout * 1000) or self.timeout_ms
+    local sent_at = sched.now()
     local req = self.engine:submit(c)
     c.json = nil
     self.stats.requests = self.stats.requests + 1
     sched.await(self.engine, req)
     local res, cerr = req:response()
     local err = self:_classify(res, cerr, method)
+    if res and res.status == 429 then self.stats.throttled = self.stats.throttled + 1 end
+    if self.limiter and not spec.no_auth and res then
+      self.limiter:response(sched.now(), sent_at, res.status == 429, tonumber(res.retry_after))
+    end
     if not err then
       res.attempts = attempt
       res.request_id = res.request_id or request_id
@@ -185,7 +248,8 @@ function Transport:request(spec)
       attempt = attempt - 1
     else
       if not err.retryable or attempt > retries then return nil, err end
-      local delay = self:_backoff(attempt, err.retry_after)
+      -- throttled under an adaptive limiter: its pause and rate are the backoff
+      local delay = (self.limiter and err.http_status == 429) and 0 or self:_backoff(attempt, err.retry_after)
       if spec.deadline and sched.now() + delay > spec.deadline then return nil, err end
       self.stats.retries = self.stats.retries + 1
       sched.sleep(self.engine, delay)
