@@ -27,7 +27,21 @@
 -- Nothing is sent when the input is invalid: `nil, err` names the field
 -- and the index. A chunk whose submit fails gives every one of its ids a
 -- row with status "error"; POSTs are never re-sent here (the transport
--- retries only when nothing can have run).
+-- retries only when nothing can have run) — except a submit the gateway
+-- throttled (429 `APIGW.0308` after the transport's retries: nothing ran),
+-- which goes back in the queue (up to `MAX_REQUEUE` times, 20), so
+-- throttling loses no rows.
+--
+-- Living under the gateway's rate limit: every batch paces its submits and
+-- its status queries alike through one adaptive limiter
+-- (`koophone.ratelimit`, as the AWS SDKs' adaptive mode): off until the
+-- first 429, then a 429 cuts the send rate by 30 % and holds everything
+-- until its `Retry-After`, and successes raise the rate again slowly
+-- (cubic). The limiter is the client's (`adaptive_rate = true`) or one
+-- attached for the batch's duration and shared with batches running beside
+-- it on the same client; the option `adaptive = false` (default true)
+-- leaves it out. `on_progress` also gets `throttled` (429s so far) and
+-- `send_rate` (requests/s, nil while unthrottled).
 --
 -- Works from plain code (it blocks, driving the engine) and from inside a
 -- `koophone.spawn` coroutine (it yields between steps).
@@ -215,12 +229,13 @@ local function task_rows(task, ids, first, last, id_field, initial)
   return out
 end
 
--- The gateway refused the submit (429 APIGW.0308, or 503) after the
--- transport's retries: nothing ran, so the chunk may simply go again.
+-- The gateway throttled the submit (429 APIGW.0308) after the transport's
+-- retries: nothing ran, so the chunk may simply go again (paced by the
+-- limiter). A 503 is not requeued: a service that is down stays down.
 local function not_run(err)
-  return type(err) == "table" and err.maybe_executed == false
-    and (err.http_status == 429 or err.http_status == 503)
+  return type(err) == "table" and err.maybe_executed == false and err.http_status == 429
 end
+--- How often a throttled chunk may be submitted again.
 M.MAX_REQUEUE = 20
 
 -- The client's adaptive limiter (koophone.ratelimit) for the batch's
