@@ -64,6 +64,7 @@ local CLIENT_OPTIONS = validate.set {
   "insecure", "proxy", "no_proxy", "http_version", "client_cert", "client_key", "allow_insecure",
   "strict_command", "max_restart", "poll_interval", "poll_max_interval", "poll_ratio",
   "task_timeout", "engine", "max_connections",
+  "max_ids",
 }
 M.OPTIONS = CLIENT_OPTIONS
 
@@ -85,7 +86,9 @@ M.OPTIONS = CLIENT_OPTIONS
 --   verification; off), `proxy`, `no_proxy`, `http_version` ("1.1", "2")
 -- * `allow_insecure`: allow plain `http://` to a non-loopback host
 -- * `strict_command`: enforce the documented command charset
--- * `max_restart` (100): phones per batch-restart request
+-- * `max_restart` (100): phones per batch-restart (and CPH batch-reset) request
+-- * `max_ids` (100): instances per reboot, batch-reset, backup and
+--   batch-query-status request (the vendor documents no bound: `docs/vendor.md`)
 -- * `poll_interval` (0.5 s), `poll_max_interval` (10 s), `poll_ratio` (0.1),
 --   `task_timeout` (600 s): see `koophone.task` for the polling schedule
 -- * `engine`: share an engine (from `koophone.engine()`) between clients
@@ -151,6 +154,11 @@ function M.new(opts)
   self.max_restart = opts.max_restart or 100
   do
     local ok, verr = validate.integer("max_restart", self.max_restart, 1, 1000)
+    if not ok then return fail(verr) end
+  end
+  self.max_ids = opts.max_ids or 100
+  do
+    local ok, verr = validate.integer("max_ids", self.max_ids, 1, 1000)
     if not ok then return fail(verr) end
   end
   self.auth, err = auth.from_options(opts, self)
@@ -380,11 +388,17 @@ end
 -- @treturn ?string message on failure (one line)
 -- @treturn ?table err on failure (see `koophone.errors`)
 function Client:restart_phones(phones, opts)
+  return self:_cph_batch("restart", "/cloud-phone/phones/batch-restart", phones, opts)
+end
+
+-- A CPH batch operation on phones (batch-restart, batch-reset: the same
+-- body and reply) -> a task followed with ListJobs by request id.
+function Client:_cph_batch(kind, path, phones, opts)
   local ok, err = check_call_opts(opts)
   if not ok then return fail(err) end
   local body, ids = restart_body(phones, opts and opts.image_id, self.max_restart)
   if not body then return fail(ids) end
-  local reply, res = self:_cph("POST", "/cloud-phone/phones/batch-restart", body, opts)
+  local reply, res = self:_cph("POST", path, body, opts)
   if not reply then return fail(res) end
   if type(reply.jobs) ~= "table" then return fail(decode_fail(res, "reply has no 'jobs' list")) end
   local jobs, initial = {}, {}
@@ -400,7 +414,7 @@ function Client:restart_phones(phones, opts)
       end
     end
   end
-  return Task.new(self, { kind = "restart", id = request_id, ids = ids, jobs = jobs, rows = initial,
+  return Task.new(self, { kind = kind, id = request_id, ids = ids, jobs = jobs, rows = initial,
                           id_field = "phone_id", request_id = request_id, attempts = res.attempts })
 end
 
@@ -433,7 +447,8 @@ local TASK_OPTIONS = validate.set { "jobs", "ids", "kind" }
 -- @tparam string task_id
 -- @tparam[opt] table opts `jobs` (job_id -> instance id; without it rows
 --   are keyed by job id), `ids` (the instances, in order), `kind`
---   ("command", "install" or "restart": then task_id is the request id)
+--   ("command", "install", "reset", "backup", or "restart" / "phone_reset":
+--   then task_id is the CPH request id)
 -- @treturn koophone.task.Task|nil
 -- @treturn ?string message on failure (one line)
 -- @treturn ?table err on failure (see `koophone.errors`)
@@ -445,7 +460,7 @@ function Client:task(task_id, opts)
   if not ok then return fail(err) end
   local kind = opts.kind or "command"
   return Task.new(self, { kind = kind, id = task_id, ids = opts.ids, jobs = opts.jobs,
-                          id_field = kind == "restart" and "phone_id" or "instance_id" })
+                          id_field = Task.CPH_KINDS[kind] and "phone_id" or "instance_id" })
 end
 
 local function cph_job_row(j)
@@ -551,5 +566,8 @@ end
 function Client:close()
   if self.engine and not self.shared_engine then self.engine:close() end
 end
+
+-- reboot, reset, backup, status, lists, apps, CPH phones: koophone.fleet
+require("koophone.fleet").extend(M, { check_call_opts = check_call_opts, decode_fail = decode_fail })
 
 return M

@@ -31,6 +31,10 @@ Task.__index = Task
 
 local WAIT = sched.WAIT
 
+--- Task kinds whose id is a CPH request id, followed with ListJobs.
+Task.CPH_KINDS = { restart = true, phone_reset = true }
+local CPH_KINDS = Task.CPH_KINDS
+
 --- Builds a task (used by the client; see `Client:task` to attach to an
 -- existing one).
 -- @tparam table client
@@ -46,7 +50,7 @@ function Task.new(client, t)
     ratio = client.poll_ratio or 0.1,
   }, Task)
   self.next_due = self.started + self.interval
-  local extra_key = self.kind == "restart" and "request_id" or "task_id"
+  local extra_key = CPH_KINDS[self.kind] and "request_id" or "task_id"
   local seen = {}
   local function add(id)
     if seen[id] then return end
@@ -85,9 +89,9 @@ end
 -- are keyed by job id (by phone id for restart tasks).
 function Task:_discover(jobs)
   self.discover = false
-  local extra_key = self.kind == "restart" and "request_id" or "task_id"
+  local extra_key = CPH_KINDS[self.kind] and "request_id" or "task_id"
   for _, j in ipairs(jobs) do
-    local id = (self.kind == "restart" and j.id) or j.job_id
+    local id = (CPH_KINDS[self.kind] and j.id) or j.job_id
     if id and j.job_id and not self.rows[id] then
       self.jobs[j.job_id] = id
       self.order[#self.order + 1] = id
@@ -126,7 +130,7 @@ end
 function Task:_apply(jobs)
   if self.discover then self:_discover(jobs) end
   local changed = 0
-  local extra_key = self.kind == "restart" and "request_id" or "task_id"
+  local extra_key = CPH_KINDS[self.kind] and "request_id" or "task_id"
   local now = sched.now()
   for _, j in ipairs(jobs) do
     local id = self.jobs[j.job_id]
@@ -154,7 +158,7 @@ end
 function Task:_query()
   local c = self.client
   local list, _, err
-  if self.kind == "restart" then
+  if CPH_KINDS[self.kind] then
     list, _, err = c:jobs { request_id = self.id }
   else
     list, _, err = c:query_task(self.id)
