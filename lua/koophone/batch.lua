@@ -13,6 +13,10 @@
 -- * `batch.install(client, app, ids, opts)`: app install, 100 ids per request;
 -- * `batch.restart(client, phones, opts)`: CPH batch-restart, `client.max_restart`
 --   phones per request (each phone an id or `{phone_id=, property=table}`);
+-- * the fleet (`koophone.fleet`): `batch.reboot`, `batch.reset`,
+--   `batch.backup`, `batch.status` (instances, `client.max_ids` per request,
+--   default 100), `batch.reset_phones` (CPH batch-reset, like restart),
+--   `batch.phone_status` and `batch.apps` (one id per request);
 -- * `batch.resume(client, journal_path, opts)`: follows an interrupted
 --   batch's tasks again from its journal, submitting nothing again.
 --
@@ -49,8 +53,36 @@ local fail = errors.fail
 M.DEFAULT_CONCURRENCY = 16
 M.DEFAULT_PROGRESS_INTERVAL = 0.5
 
+-- The fleet's operations (koophone.fleet): the client method, the id field
+-- of rows, and what the call gives: "rows" (one per id), a "task", or "one"
+-- (one id per request; `row` turns the answer into that id's row).
+local FLEET_KINDS = {
+  reboot = { call = "reboot", field = "instance_id", gives = "rows" },
+  status = { call = "instance_status", field = "instance_id", gives = "rows" },
+  reset = { call = "reset", field = "instance_id", gives = "task" },
+  backup = { call = "backup", field = "instance_id", gives = "task" },
+  phone_reset = { call = "reset_phones", field = "phone_id", gives = "task", phones = true },
+  phone = { call = "phone", field = "phone_id", gives = "one", row = function(id, p)
+    return { id = id, phone_id = id, status = "ok", state = p.state, vendor_status = p.vendor_status,
+             output = p.state }
+  end },
+  apps = { call = "apps", field = "instance_id", gives = "one", row = function(id, list)
+    return { id = id, instance_id = id, status = "ok", apps = list, output = #list .. " apps" }
+  end },
+}
+M.FLEET_KINDS = FLEET_KINDS
+
+-- kinds whose items are phones (an id or {phone_id=, property=})
+local function takes_phones(kind) return kind == "restart" or kind == "phone_reset" end
+
 -- per kind: the largest chunk, the id field of rows, the id length bound
 local function kind_info(client, kind)
+  local fk = FLEET_KINDS[kind]
+  if fk then
+    local phone = fk.field == "phone_id"
+    local max = fk.gives == "one" and 1 or (phone and (client.max_restart or 100)) or client.max_ids or 100
+    return max, fk.field, phone and limits.phone_id_chars or limits.id_chars
+  end
   if kind == "sync" then return limits.sync_ids, "instance_id", limits.id_chars end
   if kind == "restart" then return client.max_restart or 100, "phone_id", limits.phone_id_chars end
   return limits.async_ids, "instance_id", limits.id_chars
@@ -75,7 +107,7 @@ local function check_ids(client, kind, list, field)
   local _, _, max_chars = kind_info(client, kind)
   local ids, items = {}, {}
   for i, v in ipairs(list) do
-    if kind == "restart" and type(v) == "table" then
+    if takes_phones(kind) and type(v) == "table" then
       -- the same check Client:restart_phones makes, before any chunk is sent
       local entry, err = validate.phone(v, ("%s[%d]"):format(field, i))
       if not entry then return nil, err end
@@ -144,7 +176,7 @@ local function check_operation(client, op, opts)
   elseif op.kind == "install" then
     local body, err = validate.app(op.app)
     return body and true, err
-  elseif op.kind == "restart" then
+  elseif op.kind == "restart" or FLEET_KINDS[op.kind] then
     return true
   end
   return nil, bad("operation", "unknown kind " .. tostring(op.kind))
@@ -167,8 +199,32 @@ local function error_rows(ids, first, last, id_field, err, extra)
   return out
 end
 
+-- Sends one chunk of a fleet operation; returns rows or a task.
+local function submit_fleet(client, fk, op, chunk_ids, items, call_opts)
+  if fk.phones then
+    local phones = {}
+    for i, id in ipairs(chunk_ids) do phones[i] = items[id] or id end
+    call_opts.image_id = op.image_id
+    chunk_ids = phones
+  end
+  if fk.gives == "one" then
+    local id = chunk_ids[1]
+    local v, _, err = client[fk.call](client, id, call_opts)
+    if not v then return nil, nil, err end
+    return { fk.row(id, v) }
+  end
+  local v, _, err = client[fk.call](client, chunk_ids, call_opts)
+  if not v then return nil, nil, err end
+  if fk.gives == "task" then return nil, v end
+  v.request_id, v.attempts = nil, nil -- each row has them
+  return v
+end
+
 -- Sends one chunk (inside a runner coroutine); returns rows or a task.
 local function submit(client, op, chunk_ids, items, call_opts)
+  if FLEET_KINDS[op.kind] then
+    return submit_fleet(client, FLEET_KINDS[op.kind], op, chunk_ids, items, call_opts)
+  end
   if op.kind == "sync" then
     local r, _, err = client:sync_command(op.command, chunk_ids, call_opts)
     if not r then return nil, nil, err end
@@ -475,11 +531,11 @@ function M.operation(client, op, ids, opts)
   end
   local ok, err = check_opts(client, op.kind, opts)
   if not ok then return fail(err) end
-  local field = op.kind == "restart" and "phones" or "ids"
+  local field = takes_phones(op.kind) and "phones" or "ids"
   local list, items = check_ids(client, op.kind, ids, field)
   if not list then return fail(items) end
   if #list == 0 then return fail(bad(field, "must not be empty")) end
-  if op.kind == "restart" and opts.image_id and not op.image_id then op.image_id = opts.image_id end
+  if takes_phones(op.kind) and opts.image_id and not op.image_id then op.image_id = opts.image_id end
   ok, err = check_operation(client, op, opts)
   if not ok then return fail(err) end
   local size = opts.chunk or kind_info(client, op.kind)
@@ -542,6 +598,89 @@ end
 function M.restart(client, phones, opts)
   opts = opts or {}
   return M.operation(client, { kind = "restart", image_id = opts.image_id }, phones, opts)
+end
+
+--- Reboots many instances (`client.max_ids` per request). A row "ok" means
+-- the vendor took the order (the reply has no per-instance result).
+-- @tparam table client
+-- @tparam {string,...} ids instance ids
+-- @tparam[opt] table opts see the module
+-- @treturn koophone.report.Report|nil
+-- @treturn ?string message on failure (one line)
+-- @treturn ?table err on failure (see `koophone.errors`)
+function M.reboot(client, ids, opts)
+  return M.operation(client, { kind = "reboot" }, ids, opts)
+end
+
+--- Resets many instances (KooPhone batch-reset; tasks).
+-- @tparam table client
+-- @tparam {string,...} ids instance ids
+-- @tparam[opt] table opts see the module
+-- @treturn koophone.report.Report|nil
+-- @treturn ?string message on failure (one line)
+-- @treturn ?table err on failure (see `koophone.errors`)
+function M.reset(client, ids, opts)
+  return M.operation(client, { kind = "reset" }, ids, opts)
+end
+
+--- Backs many instances up (tasks).
+-- @tparam table client
+-- @tparam {string,...} ids instance ids
+-- @tparam[opt] table opts see the module
+-- @treturn koophone.report.Report|nil
+-- @treturn ?string message on failure (one line)
+-- @treturn ?table err on failure (see `koophone.errors`)
+function M.backup(client, ids, opts)
+  return M.operation(client, { kind = "backup" }, ids, opts)
+end
+
+--- The status of many instances (batch-query-status): rows "ok" with
+-- `state` ("running", "starting", ...) and `vendor_status`.
+-- @tparam table client
+-- @tparam {string,...} ids instance ids
+-- @tparam[opt] table opts see the module
+-- @treturn koophone.report.Report|nil
+-- @treturn ?string message on failure (one line)
+-- @treturn ?table err on failure (see `koophone.errors`)
+function M.status(client, ids, opts)
+  return M.operation(client, { kind = "status" }, ids, opts)
+end
+
+--- Resets many cloud phones (CPH batch-reset; `client.max_restart` per request).
+-- @tparam table client
+-- @tparam table phones phone ids or `{phone_id=, property=table}`
+-- @tparam[opt] table opts see the module; plus `image_id`
+-- @treturn koophone.report.Report|nil
+-- @treturn ?string message on failure (one line)
+-- @treturn ?table err on failure (see `koophone.errors`)
+function M.reset_phones(client, phones, opts)
+  opts = opts or {}
+  return M.operation(client, { kind = "phone_reset", image_id = opts.image_id }, phones, opts)
+end
+
+--- The status of many cloud phones (CPH phone detail, one request per
+-- phone): rows "ok" with `state` ("running", "restart_failed", ...) and
+-- `vendor_status`; an unknown phone is an "error" row (HTTP 404).
+-- @tparam table client
+-- @tparam {string,...} phones phone ids
+-- @tparam[opt] table opts see the module
+-- @treturn koophone.report.Report|nil
+-- @treturn ?string message on failure (one line)
+-- @treturn ?table err on failure (see `koophone.errors`)
+function M.phone_status(client, phones, opts)
+  return M.operation(client, { kind = "phone" }, phones, opts)
+end
+
+--- The installed apps of many instances (app-list, every page, one
+-- instance per request): rows "ok" with `apps` (see `Client:apps`).
+-- @tparam table client
+-- @tparam {string,...} ids instance ids
+-- @tparam[opt] table opts see the module
+-- @treturn koophone.report.Report|nil
+-- @treturn ?string message on failure (one line)
+-- @treturn ?table err on failure (see `koophone.errors`)
+function M.apps(client, ids, opts)
+  return M.operation(client, { kind = "apps" }, ids, opts)
 end
 
 --- Follows an interrupted batch again from its journal.
