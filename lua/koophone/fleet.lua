@@ -392,8 +392,26 @@ function Client:instances(filter)
   return collect(iter, totals)
 end
 
-local APPS_OPTIONS = validate.set { "app_type", "page_size", "request_id", "timeout" }
 local APP_TYPES = { system = 1, third_party = 2, [1] = 1, [2] = 2 }
+
+-- apps' pages (checked options), `total` filled in `totals`.
+local function apps_pager(self, instance_id, size, opts, totals)
+  local extra = opts.app_type and ("&app_type=" .. APP_TYPES[opts.app_type]) or ""
+  return pager(function(page)
+    local path = ("/v1/instances/%s/app-list?page_no=%d&page_size=%d%s"):format(instance_id, page, size, extra)
+    local data, res = kp_call(self, "GET", path, nil, opts)
+    if not data then return nil, res end
+    local list = item_list(data.result)
+    if not list then return nil, H.decode_fail(res, "reply has no 'result' list") end
+    totals.total = M.whole(data.total_count)
+    return list, data.total_count
+  end, size, function(a)
+    return { app_name = rows.text(a.app_name), app_version = rows.text(a.app_version),
+             app_pkg = rows.text(a.app_pkg), icon_url = rows.text(a.icon_url) }
+  end)
+end
+
+local APPS_OPTIONS = validate.set { "app_type", "page_size", "request_id", "timeout" }
 
 --- The apps installed on an instance (`GET /v1/instances/{id}/app-list`,
 -- SDK ListInstanceApp), every page.
@@ -420,20 +438,8 @@ function Client:apps(instance_id, opts)
   if ok then ok, err = validate.integer("page_size", size, 1, M.MAX_PAGE_SIZE) end
   if ok then ok, err = H.check_call_opts { request_id = opts.request_id, timeout = opts.timeout } end
   if not ok then return fail(err) end
-  local extra = opts.app_type and ("&app_type=" .. APP_TYPES[opts.app_type]) or ""
   local totals = {}
-  return collect(pager(function(page)
-    local path = ("/v1/instances/%s/app-list?page_no=%d&page_size=%d%s"):format(instance_id, page, size, extra)
-    local data, res = kp_call(self, "GET", path, nil, opts)
-    if not data then return nil, res end
-    local list = item_list(data.result)
-    if not list then return nil, H.decode_fail(res, "reply has no 'result' list") end
-    totals.total = M.whole(data.total_count)
-    return list, data.total_count
-  end, size, function(a)
-    return { app_name = rows.text(a.app_name), app_version = rows.text(a.app_version),
-             app_pkg = rows.text(a.app_pkg), icon_url = rows.text(a.icon_url) }
-  end), totals)
+  return collect(apps_pager(self, instance_id, size, opts, totals), totals)
 end
 
 local function phone_record(p)

@@ -77,8 +77,8 @@ end
 local STEP_OPTIONS = validate.set { "name", "ids", "expect" }
 for k in pairs(batch.OPTIONS) do STEP_OPTIONS[k] = true end
 -- wait_running's and verify_installed's own
-local WAIT_RUNNING_OPTIONS = validate.set { "name", "deadline", "interval" }
-local VERIFY_OPTIONS = validate.set { "name", "package", "version" }
+local WAIT_RUNNING_OPTIONS = validate.set { "name", "ids", "deadline", "interval" }
+local VERIFY_OPTIONS = validate.set { "name", "ids", "package", "version" }
 for k in pairs(batch.OPTIONS) do
   WAIT_RUNNING_OPTIONS[k] = true
   VERIFY_OPTIONS[k] = true
@@ -314,7 +314,7 @@ end
 -- why; a status query the vendor refuses (an unknown phone: 404) too.
 -- @tparam[opt] table opts `deadline` (seconds per id from the step's start,
 --   default 300), `interval` (seconds between polls, default 1), `name`,
---   batch options for the status queries (`concurrency`, `rate`, ...)
+--   `ids` (first step only; instance ids), batch options for the status queries (`concurrency`, `rate`, ...)
 -- @treturn Workflow self
 function Workflow:wait_running(opts)
   opts = opts or {}
@@ -324,7 +324,7 @@ function Workflow:wait_running(opts)
   if not ok and not self.bad then self.bad = err end
   return self:_add("wait_running", nil, opts, function(client, ids, o, domain)
     return wait_running(client, ids, o, domain, deadline, interval)
-  end, WAIT_RUNNING_OPTIONS)
+  end, WAIT_RUNNING_OPTIONS):_input(opts.ids)
 end
 
 --- Checks that an app is installed: reads each instance's app list (every
@@ -333,7 +333,7 @@ end
 -- out here.
 -- @tparam table spec `package` (the app's package name, e.g.
 --   "com.example.app": `object_name` of the install), `version` (optional:
---   `object_version`), `name`, and batch options
+--   `object_version`), `name`, `ids` (first step only), and batch options
 -- @treturn Workflow self
 function Workflow:verify_installed(spec)
   spec = spec or {}
@@ -363,7 +363,7 @@ function Workflow:verify_installed(spec)
       end
     end
     return report_mod.new { rows = rep.rows, elapsed = rep.summary.elapsed, requests = rep.summary.requests }
-  end, VERIFY_OPTIONS)
+  end, VERIFY_OPTIONS):_input(spec.ids)
 end
 
 --- A custom step: `fn(client, ids, opts)` returns a report (or a list of
