@@ -333,6 +333,21 @@ describe("koophone fleet", function()
       assert.equal(2, sent("backup"))
     end)
 
+    it("resume follows reset and phone_reset tasks again from the journal, sending nothing twice", function()
+      for _, case in ipairs { { batch.reset, "kp000030", "reset" }, { batch.reset_phones, "ph000030", "phone-reset" } } do
+        emu:reset()
+        -- resets that outlive the batch's timeout (emu:reset() forgets this)
+        emu:config { durations = { reset = 1, ["phone-reset"] = 1 } }
+        local path = os.tmpname()
+        local rep = assert(case[1](client, { case[2] }, { journal = path, timeout = 0.4 }))
+        assert.equal("timeout", rep.rows[1].status)
+        rep = assert(batch.resume(client, path))
+        os.remove(path)
+        assert.same({ case[2], "ok" }, { rep.rows[1].id, rep.rows[1].status })
+        assert.equal(1, sent(case[3]))
+      end
+    end)
+
     it("reset_phones, phone_status and apps: rows per id, unknown ids as rows", function()
       local rep = assert(batch.reset_phones(client, { "ph000001", "phXX" }))
       assert.same({ "ok", "failed" }, { rep.rows[1].status, rep.rows[2].status })
