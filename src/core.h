@@ -75,6 +75,9 @@ int kp_json_encode(lua_State *L, int cjson_idx, int value_idx);
 /* ids.c */
 int kp_ids_open(lua_State *L);
 
+/* files.c */
+int kp_files_open(lua_State *L);
+
 /* errors.c */
 const char *kp_curl_kind(CURLcode code);
 

@@ -54,21 +54,33 @@ M.iso_seconds = iso_seconds
 -- @treturn boolean|nil true, or nil and an error
 function Iam:renew(stale)
   if stale and self._token ~= stale then return true end -- someone renewed already
-  if self.renewing then
-    while self.renewing do sched.sleep(self.transport.engine, 0.01) end
-    if self._token then return true end
-    return nil, self.last_error
+  -- A renewal belongs to no single caller: its owner may be abandoned (a
+  -- coroutine never resumed, a batch's task_timeout) and never come back.
+  -- Waiters give up at the renewal's deadline; the next caller then starts
+  -- a fresh one.
+  local current = self.renewing
+  if current and sched.now() < current.deadline then
+    while self.renewing == current and sched.now() < current.deadline do
+      sched.sleep(self.transport.engine, math.min(0.01, math.max(0.001, current.deadline - sched.now())))
+    end
+    if self.renewing ~= current then
+      if self._token then return true end
+      return nil, self.last_error
+    end
+    return nil, errors.new { kind = "timeout", message = ("IAM token renewal did not finish within %gs")
+                             :format(self.renew_timeout) }
   end
-  self.renewing = true
+  current = { deadline = sched.now() + self.renew_timeout }
+  self.renewing = current
   local scope = self.project_id and { project = { id = self.project_id } }
     or { project = { name = self.project } }
   local res, err = self.transport:request {
-    method = "POST", url = self.endpoint .. "/v3/auth/tokens", no_auth = true,
+    method = "POST", url = self.endpoint .. "/v3/auth/tokens", no_auth = true, deadline = current.deadline,
     json = { auth = { identity = { methods = { "password" }, password = { user = {
       name = self.user, password = self.password, domain = { name = self.domain } } } },
       scope = scope } },
   }
-  self.renewing = false
+  if self.renewing == current then self.renewing = nil end
   if res and not res.subject_token then
     err = errors.new { kind = "protocol", http_status = res.status, request_id = res.request_id,
                        message = "IAM reply has no X-Subject-Token header" }
@@ -127,7 +139,9 @@ function M.from_options(opts)
     end
     return setmetatable({ user = iam.user, password = iam.password, domain = iam.domain,
                           project_id = iam.project_id, project = iam.project,
-                          endpoint = endpoint, renew_at = 0 }, Iam)
+                          endpoint = endpoint, renew_at = 0,
+                          -- one IAM request with its retries, then waiters give up
+                          renew_timeout = (opts.timeout or 60) * 2 + 5 }, Iam)
   end
   local token = opts.token or getenv("KOOPHONE_TOKEN")
   if type(token) ~= "string" or token == "" then

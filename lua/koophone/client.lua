@@ -194,9 +194,11 @@ function Client:_koophone(method, path, body, opts)
                              attempts = res.attempts }
   end
   if type(b.data) ~= "table" then
+    -- valid JSON but the wrong shape: a query is read again (a read is
+    -- harmless), a command may have run
     return nil, errors.new { kind = "decode", http_status = res.status, request_id = res.request_id,
                              message = "reply has no 'data' object", attempts = res.attempts,
-                             maybe_executed = method ~= "GET" }
+                             retryable = method == "GET", maybe_executed = method ~= "GET" }
   end
   return b.data, res
 end
@@ -233,9 +235,12 @@ local function check_call_opts(opts)
   return true
 end
 
-local function decode_fail(res, what)
+-- A reply that is valid JSON but not the expected shape. After a command
+-- it may have run; after a query (`read`) it is worth reading again.
+local function decode_fail(res, what, read)
   return errors.new { kind = "decode", http_status = res.status, request_id = res.request_id,
-                      attempts = res.attempts, message = what, maybe_executed = true }
+                      attempts = res.attempts, message = what, maybe_executed = not read,
+                      retryable = read and true or false }
 end
 
 --- Runs a command on up to 32 instances and waits for its output
@@ -416,7 +421,7 @@ function Client:query_task(task_id, opts)
   if not ok then return fail(err) end
   local data, res = self:_koophone("GET", "/v1/instances/tasks/" .. task_id, nil, opts)
   if not data then return fail(res) end
-  if type(data.jobs) ~= "table" then return fail(decode_fail(res, "reply has no 'jobs' list")) end
+  if type(data.jobs) ~= "table" then return fail(decode_fail(res, "reply has no 'jobs' list", true)) end
   local out = {}
   for _, j in ipairs(data.jobs) do
     if type(j) == "table" and rows.text(j.job_id) then
@@ -509,7 +514,7 @@ function Client:jobs(q)
     local path = ("/cloud-phone/jobs?%s%s&offset=%d&limit=%d"):format(key, table.concat(ids, ","), offset, limit)
     local body, res = self:_cph("GET", path, nil, { timeout = q.timeout, request_id = q.request_id_header })
     if not body then return fail(res) end
-    if type(body.jobs) ~= "table" then return fail(decode_fail(res, "reply has no 'jobs' list")) end
+    if type(body.jobs) ~= "table" then return fail(decode_fail(res, "reply has no 'jobs' list", true)) end
     local n, fresh = #body.jobs, 0
     for i = 1, n do
       local j = body.jobs[i]
@@ -531,7 +536,7 @@ function Client:jobs(q)
     pages = pages + 1
     if n < limit or fresh == 0 or (total and offset >= total) then break end
     if pages >= 1000 then
-      return fail(decode_fail(res, "ListJobs kept returning full pages (1,000 pages, " .. #out .. " jobs)"))
+      return fail(decode_fail(res, "ListJobs kept returning full pages (1,000 pages, " .. #out .. " jobs)", true))
     end
   end
   return out
@@ -542,6 +547,7 @@ end
 -- loop, then `task:poll()` the tasks you follow.
 -- @treturn integer
 function Client:step()
+  if self.closed then return 0 end
   local running = self.engine:perform()
   return running
 end
@@ -549,6 +555,8 @@ end
 --- Frees the client's engine (cancelling transfers in flight) unless it was
 -- shared through `opts.engine`.
 function Client:close()
+  self.closed = true
+  self.transport.closed = true
   if self.engine and not self.shared_engine then self.engine:close() end
 end
 

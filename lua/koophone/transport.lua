@@ -142,6 +142,7 @@ end
 -- @treturn table|nil err
 function Transport:request(spec)
   local method = spec.method or (spec.json and "POST" or "GET")
+  if self.closed then return nil, errors.new { kind = "closed", message = "the client is closed" } end
   local request_id = spec.request_id or self.engine:uuid()
   local retries = spec.retries or self.retries
   local attempt, renewed = 0, false
@@ -163,8 +164,15 @@ function Transport:request(spec)
     for i = n + 1, #headers do headers[i] = nil end
     c.url, c.method, c.json = spec.url, method, spec.json
     c.timeout = spec.timeout and math.floor(spec.timeout * 1000) or self.timeout_ms
-    local req = self.engine:submit(c)
+    local submitted, req = pcall(self.engine.submit, self.engine, c)
     c.json = nil
+    if not submitted then
+      -- an engine shared with a client that closed it: an expected failure
+      if tostring(req):find("engine is closed", 1, true) then
+        return nil, errors.new { kind = "closed", message = "the engine is closed", request_id = request_id }
+      end
+      error(req, 0)
+    end
     self.stats.requests = self.stats.requests + 1
     sched.await(self.engine, req)
     local res, cerr = req:response()
