@@ -302,7 +302,7 @@ function Runner:run(timeout)
       local engine = next(self.engines)
       if engine then
         if next(self.engines, engine) then ms = math.min(ms, 5) end
-        if not pcall(engine.wait, engine, ms) then ms = 0 end -- closed: the next pass drops it
+        pcall(engine.wait, engine, ms) -- a closed engine raises: the next pass drops it
       elseif timers[1] then
         -- every engine closed, coroutines still sleeping: a private idle
         -- engine sleeps without a busy loop
