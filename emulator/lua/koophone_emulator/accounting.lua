@@ -102,6 +102,7 @@ function M.stats()
     peak_inflight_by_endpoint = peak_by,
     connections = C:get("connections") or 0,
     executions = C:get("exec_total") or 0,
+    aksk = require("koophone_emulator.aksk").stats(),
   }
 end
 

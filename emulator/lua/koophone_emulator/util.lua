@@ -15,10 +15,10 @@ local IDS = ngx.shared.kp_ids
 -- the API family of each endpoint: decides the shape of error bodies
 M.family = {
   ["sync-command"] = "kp", ["async-command"] = "kp", task = "kp", install = "kp",
-  restart = "cph", job = "cph", jobs = "cph", token = "iam", unknown = "kp",
+  restart = "cph", job = "cph", jobs = "cph", token = "iam", projects = "iam", unknown = "kp",
 }
 
-M.endpoints = { "sync-command", "async-command", "task", "install", "restart", "job", "jobs", "token" }
+M.endpoints = { "sync-command", "async-command", "task", "install", "restart", "job", "jobs", "token", "projects" }
 M.endpoint_set = {}
 for _, e in ipairs(M.endpoints) do M.endpoint_set[e] = true end
 
