@@ -120,6 +120,18 @@ describe("AK/SK against the emulator", function()
     assert.same({ ok = #reqs, failed = 0, expired = 0 }, aksk_stats())
   end)
 
+  it("signs over TLS and HTTP/2 too (host from :authority)", function()
+    local tls = emulator.start { tls = true, scenario = { aksk = { { ak = AK, sk = SK } } } }
+    local c = assert(koophone.new { endpoint = tls.url, ca_file = tls.cert, http_version = "2", ak = AK, sk = SK,
+                                    project_id = tls.project_id })
+    local rows, err = c:sync_command("echo hi", { "kp000001" })
+    local stats = tls:stats().aksk
+    tls:stop()
+    assert(rows, tostring(err))
+    assert.equal("ok", rows[1].status)
+    assert.same({ ok = 1, failed = 0, expired = 0 }, stats)
+  end)
+
   it("signs each attempt afresh, retries included", function()
     local c = client()
     local signed = 0
