@@ -27,17 +27,10 @@ build = {
   type = "builtin",
   modules = {
     ["koophone.core"] = {
-<<<<<<< HEAD
-      sources = { "src/compat.c", "src/core.c", "src/engine.c", "src/errors.c", "src/json.c", "src/request.c", "src/ids.c", "src/files.c" },
-      libraries = { "curl" },
-      incdirs = { "$(CURL_INCDIR)" },
-      libdirs = { "$(CURL_LIBDIR)" },
-=======
-      sources = { "src/compat.c", "src/core.c", "src/engine.c", "src/errors.c", "src/json.c", "src/request.c", "src/ids.c", "src/sign.c" },
+      sources = { "src/compat.c", "src/core.c", "src/engine.c", "src/errors.c", "src/json.c", "src/request.c", "src/ids.c", "src/sign.c", "src/files.c" },
       libraries = { "curl", "crypto" },
       incdirs = { "$(CURL_INCDIR)", "$(CRYPTO_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)", "$(CRYPTO_LIBDIR)" },
->>>>>>> sign
       defines = { "_POSIX_C_SOURCE=200809L" },
     },
     ["koophone"] = "lua/koophone/init.lua",
