@@ -228,7 +228,7 @@ describe("resume", function()
     assert.is_nil(r)
     assert.equal("command", err.field, msg)
     -- with another command: refused
-    r, msg, err = batch.resume(client, path, { submit_missing = true, command = secret .. "X" })
+    r, msg = batch.resume(client, path, { submit_missing = true, command = secret .. "X" })
     assert.is_nil(r)
     assert.matches("not the command", msg)
     assert.equal(0, emu:requests().count)
