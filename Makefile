@@ -88,6 +88,7 @@ fuzz: all
 # About 10 minutes of batches with injected faults (SOAK_SECONDS to change).
 soak: all
 	$(ENV) $(LUA) bench/soak.lua
+	KOOPHONE_MATRIX_N=1000 $(ENV) $(BUSTED) spec/fault_matrix_spec.lua
 
 test-only:
 	$(ENV) $(BUSTED) $(BUSTED_FLAGS) spec
