@@ -3,10 +3,12 @@ LUA        ?= lua5.4
 LUA_INC    ?= $(shell pkg-config --cflags-only-I $(LUA) 2>/dev/null || echo -I/usr/include/$(LUA))
 CURL_CFLAGS ?= $(shell pkg-config --cflags libcurl 2>/dev/null)
 CURL_LIBS  ?= $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
+CRYPTO_CFLAGS ?= $(shell pkg-config --cflags libcrypto 2>/dev/null)
+CRYPTO_LIBS ?= $(shell pkg-config --libs libcrypto 2>/dev/null || echo -lcrypto)
 CC         ?= cc
 OPT        ?= -O2 -g
 CFLAGS_ALL  = $(OPT) -fPIC -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wshadow \
-              -Wstrict-prototypes -Wmissing-prototypes $(LUA_INC) $(CURL_CFLAGS) $(CFLAGS)
+              -Wstrict-prototypes -Wmissing-prototypes $(LUA_INC) $(CURL_CFLAGS) $(CRYPTO_CFLAGS) $(CFLAGS)
 BUILD      ?= build/$(LUA)
 SO          = $(BUILD)/koophone/core.so
 SRC         = $(wildcard src/*.c)
@@ -19,7 +21,7 @@ all: $(SO)
 
 $(SO): $(SRC) src/*.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -shared -o $@ $(SRC) $(CURL_LIBS) $(LDFLAGS)
+	$(CC) $(CFLAGS_ALL) -shared -o $@ $(SRC) $(CURL_LIBS) $(CRYPTO_LIBS) $(LDFLAGS)
 
 deps:
 	@bash .ci/deps
@@ -86,6 +88,7 @@ fuzz: all
 # About 10 minutes of batches with injected faults (SOAK_SECONDS to change).
 soak: all
 	$(ENV) $(LUA) bench/soak.lua
+	KOOPHONE_MATRIX_N=1000 $(ENV) $(BUSTED) spec/fault_matrix_spec.lua
 
 test-only:
 	$(ENV) $(BUSTED) $(BUSTED_FLAGS) spec

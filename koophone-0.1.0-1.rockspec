@@ -20,15 +20,17 @@ dependencies = {
 }
 external_dependencies = {
   CURL = { header = "curl/curl.h", library = "curl" },
+  -- SHA-256 and HMAC for AK/SK signing (libcurl's OpenSSL build brings it)
+  CRYPTO = { header = "openssl/hmac.h", library = "crypto" },
 }
 build = {
   type = "builtin",
   modules = {
     ["koophone.core"] = {
-      sources = { "src/compat.c", "src/core.c", "src/engine.c", "src/errors.c", "src/json.c", "src/request.c", "src/ids.c" },
-      libraries = { "curl" },
-      incdirs = { "$(CURL_INCDIR)" },
-      libdirs = { "$(CURL_LIBDIR)" },
+      sources = { "src/compat.c", "src/core.c", "src/engine.c", "src/errors.c", "src/json.c", "src/request.c", "src/ids.c", "src/sign.c", "src/files.c" },
+      libraries = { "curl", "crypto" },
+      incdirs = { "$(CURL_INCDIR)", "$(CRYPTO_INCDIR)" },
+      libdirs = { "$(CURL_LIBDIR)", "$(CRYPTO_LIBDIR)" },
       defines = { "_POSIX_C_SOURCE=200809L" },
     },
     ["koophone"] = "lua/koophone/init.lua",
