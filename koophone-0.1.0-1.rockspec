@@ -41,6 +41,7 @@ build = {
     ["koophone.workflow"] = "lua/koophone/workflow.lua",
     ["koophone.client"] = "lua/koophone/client.lua",
     ["koophone.errors"] = "lua/koophone/errors.lua",
+    ["koophone.fleet"] = "lua/koophone/fleet.lua",
     ["koophone.rows"] = "lua/koophone/rows.lua",
     ["koophone.sched"] = "lua/koophone/sched.lua",
     ["koophone.sched.ngx"] = "lua/koophone/sched/ngx.lua",
