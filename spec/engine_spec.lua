@@ -32,13 +32,22 @@ describe("koophone.core engine", function()
     return res ~= nil and res.status == 400 and type(res.body) == "table" and res.body.error_msg == "Task not found."
   end
 
-  -- drives until req is done; returns every request perform() reported
+  -- every request some perform() of this spec reported
+  local reported = setmetatable({}, { __mode = "k" })
+  local function perform(e)
+    local running, finished, completed = e:perform()
+    for _, r in ipairs(finished or {}) do
+      assert.is_nil(reported[r], "a request reported twice")
+      reported[r] = true
+    end
+    return running, finished, completed
+  end
+
+  -- drives until perform() has reported req
   local function drive(e, req)
-    local seen = {}
     while true do
-      local _, finished = e:perform()
-      for _, r in ipairs(finished or {}) do seen[r] = true end
-      if req:done() and seen[req] then return seen end
+      perform(e)
+      if reported[req] then assert.is_true(req:done()) return end
       e:wait(100)
     end
   end
@@ -88,7 +97,7 @@ describe("koophone.core engine", function()
       local e = core.engine()
       local a = e:submit(task_spec())
       local b = e:submit(task_spec())
-      e:perform()
+      perform(e)
       assert.equal(2, e:inflight())
       refuse_all(e)
       e:close()
@@ -106,8 +115,8 @@ describe("koophone.core engine", function()
       local a = e:submit(task_spec())
       local b = e:submit(task_spec())
       refuse_all(e)
-      local seen = drive(e, a)
-      if not seen[b] then seen = drive(e, b) end
+      drive(e, a)
+      drive(e, b)
       assert.is_true(answered(a))
       assert.is_true(answered(b))
       assert.equal(0, e:inflight())
@@ -172,7 +181,7 @@ describe("koophone.core engine", function()
     assert.is_true(req:done())
     assert.equal(0, e:inflight())
     assert.equal(0, e:timeout()) -- news waiting: a host must call perform() now
-    local running, finished = e:perform()
+    local running, finished = perform(e)
     assert.equal(0, running)
     assert.equal(req, finished[1])
     local _, err = req:response()
@@ -188,7 +197,7 @@ describe("koophone.core engine", function()
     local e = core.engine()
     drive(e, e:submit(task_spec())) -- warm: the next request is sent at submit
     local req = e:submit(task_spec())
-    e:perform()
+    perform(e)
     local fd = e:fd()
     assert.is_number(fd)
     local poll, timer = uv.new_poll(fd), uv.new_timer()
@@ -202,7 +211,7 @@ describe("koophone.core engine", function()
     poll:close(); timer:close(); uv.run("nowait")
     assert.is_number(ready_at, "engine:fd() never became readable")
     assert.is_true(ready_at > 0.25, ("readable after %.3f s, before the response"):format(ready_at))
-    local _, finished = e:perform()
+    local _, finished = perform(e)
     assert.equal(req, finished and finished[1])
     -- a ready engine does not sleep in wait(); an idle one does
     local t1 = core.now()
@@ -234,16 +243,21 @@ describe("koophone.core engine", function()
     collectgarbage(); collectgarbage()
     local dummies = {}
     for i = 1, FD_SETSIZE + 100 do dummies[i] = assert(io.open("/dev/null")) end
-    local latency = tonumber(os.getenv("KOOPHONE_FD_SPEC_LATENCY")) or 3
-    emu:config{ latency = { task = latency } }
+    -- every request must still be waiting at the server when the last one
+    -- is submitted: time 200 submits first (valgrind is ~20x slower)
     local e = core.engine()
+    local probe, t = {}, core.now()
+    for i = 1, 200 do probe[i] = e:submit(task_spec()) end
+    local latency = math.max(3, 2 * (core.now() - t) * N / 200 + 1)
+    for i = 1, 200 do drive(e, probe[i]) end
+    emu:config{ latency = { task = latency } }
     local reqs = {}
     local t0 = core.now()
     for i = 1, N do reqs[i] = e:submit(task_spec()) end
     local submitted_in = core.now() - t0
     local pending_n, peak, low, seen_fd = N, 0, math.huge, e:fd()
     while pending_n > 0 do
-      local _, finished = e:perform()
+      local _, finished = perform(e)
       pending_n = pending_n - (finished and #finished or 0)
       local r, w = e:fds()
       local both = {}
