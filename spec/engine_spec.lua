@@ -295,7 +295,7 @@ describe("koophone.core engine", function()
     assert.equal(N, ok_n)
     assert.is_true(low >= FD_SETSIZE, "a socket below FD_SETSIZE: " .. low)
     assert.is_true(peak >= N, ("at most %d sockets at once (submits took %.1f s)"):format(peak, submitted_in))
-    assert.is_true(seen_fd >= FD_SETSIZE) -- the epoll set too
+    assert.is_true(seen_fd == nil or seen_fd >= FD_SETSIZE) -- the epoll set too (nil: poll() build)
     e:close()
   end)
 end)
