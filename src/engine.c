@@ -109,6 +109,8 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *s
 static int on_timer(CURLM *multi, long timeout_ms, void *userp) {
   kp_engine *e = (kp_engine *)userp;
   (void)multi;
+  /* firing early is harmless (curl re-reports its timer), overflow is not */
+  if (timeout_ms > MAX_WAIT_MS) timeout_ms = MAX_WAIT_MS;
   e->timer_due = timeout_ms < 0 ? -1 : now_us() + (long long)timeout_ms * 1000;
   return 0;
 }
