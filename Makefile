@@ -71,6 +71,7 @@ valgrind: all
 # from outside the checkout (see .ci/rock-check and docs/luarocks.md).
 rock-check: deps
 	bash .ci/rock-check
+	ROCK_LUA_VERSION=default bash .ci/rock-check
 
 # The rockspec's one step (luarocks passes PREFIX, LUADIR, LIBDIR, BINDIR: the
 # rock's own directory, plus CFLAGS, LIBFLAG, LUA_INCDIR, CURL_INCDIR,
