@@ -208,12 +208,15 @@ end
 -- progress -----------------------------------------------------------------------
 
 -- Sets ctx.show (called with {done, total, ok, failed, error, timeout, rate,
--- eta}), ctx.show_interval and ctx.end_progress: a bar on a terminal, plain
--- lines otherwise, nothing with --quiet.
+-- eta}), ctx.show_interval and ctx.end_progress(keep): a bar on a terminal;
+-- otherwise a line every 2 s, none in the first 2 s, and the last state at
+-- the end; nothing with --quiet. `end_progress(false)` leaves no trace (the
+-- run ends with one line of its own).
 function Ctx:progress(quiet)
   self.end_progress = function() end
   if quiet then return end
   local err = self.stderr
+  local started, pending = koophone.now(), nil
   if self.tty then
     local drawn = false
     self.show = function(p)
@@ -228,15 +231,29 @@ function Ctx:progress(quiet)
       drawn = true
     end
     self.show_interval = 0.2
-    self.end_progress = function() if drawn then err:write("\n") end end
+    self.end_progress = function(keep)
+      if drawn then err:write(keep and "\n" or "\r\27[K") end
+      drawn = false
+    end
     return
   end
-  self.show = function(p)
+  local function line(p)
     err:write(("progress: %d/%d ok=%d failed=%d error=%d timeout=%d rate=%.1f/s\n"):format(
       p.done, p.total, p.ok, p.failed, p.error, p.timeout, p.rate or 0))
     err:flush()
   end
   self.show_interval = 2
+  self.show = function(p)
+    pending = p
+    if koophone.now() - started >= self.show_interval then
+      line(p)
+      pending = nil
+    end
+  end
+  self.end_progress = function(keep)
+    if keep and pending then line(pending) end
+    pending = nil
+  end
 end
 
 -- output -------------------------------------------------------------------------
@@ -254,7 +271,7 @@ end
 
 -- Ends a command with a report (or its error): output, summary, exit status.
 function Ctx:finish(report, m, e)
-  self.end_progress()
+  self.end_progress(report and not report.aborted)
   if not report then
     local err = failure(m, e)
     self:die(is_validation(err) and 2 or 1, tostring(err))
@@ -479,7 +496,7 @@ local function follow(ctx, client, args)
   local err = failure(wm, we)
   -- a timeout, or a task that cannot be read: report the rows it has
   if type(err) == "table" and type(err.rows) == "table" and #err.rows > 0 then return err.rows end
-  ctx.end_progress()
+  ctx.end_progress(false)
   ctx:die(is_validation(err) and 2 or 1, tostring(err))
 end
 
