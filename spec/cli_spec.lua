@@ -178,7 +178,8 @@ describe("koophone.cli in-process", function()
   local URL = "https://obs.example.com/app.apk?AccessKeyId=AK1&Signature=sig-very-secret-99"
 
   setup(function()
-    emu = emulator.start { token = TOKEN, scenario = { durations = { default = 0.2, restart = 0.2, install = 0.2 } } }
+    emu = emulator.start { token = TOKEN, fleet = 100,
+                           scenario = { durations = { default = 0.2, restart = 0.2, install = 0.2 } } }
     env = { KOOPHONE_ENDPOINT = emu.url, KOOPHONE_CPH_ENDPOINT = emu.url, KOOPHONE_TOKEN = TOKEN,
             KOOPHONE_PROJECT_ID = emu.project_id, KOOPHONE_POLL_INTERVAL = "0.05" }
   end)
@@ -368,5 +369,49 @@ describe("koophone.cli in-process", function()
     assert.equal(2, rc)
     assert.matches("must return a table", err)
     os.remove(file)
+  end)
+end)
+
+-- The batch option the CLI sets: stop after a refused first submit.
+describe("koophone.batch stop_on_auth_failure", function()
+  local koophone = require "koophone"
+  local batch = require "koophone.batch"
+  local emu
+
+  setup(function() emu = emulator.start { token = TOKEN, fleet = 10 } end)
+  teardown(function() emu:stop() end)
+
+  local function ids(n)
+    local t = {}
+    for i = 1, n do t[i] = ("kp%06d"):format(i) end
+    return t
+  end
+
+  it("sends nothing after a 401 on the first submit; the report says why", function()
+    local client = assert(koophone.new { token = "wrong-token-5678", endpoint = emu.url })
+    local before = emu:requests().count
+    local report = batch.run(client, "echo hi", ids(250), { concurrency = 1, stop_on_auth_failure = true })
+    assert.truthy(report)
+    assert.equal(before + 1, emu:requests().count)
+    assert.equal(401, report.aborted.http_status)
+    assert.equal(250, report.summary.error)
+    assert.equal(401, report.rows[1].http_status or report.aborted.http_status)
+    assert.matches("^not submitted: an earlier request was refused", report.rows[250].message)
+    -- without the option every chunk is sent, and refused
+    before = emu:requests().count
+    report = batch.run(client, "echo hi", ids(250), { concurrency = 1 })
+    assert.is_nil(report.aborted)
+    assert.equal(before + 3, emu:requests().count)
+    client:close()
+  end)
+
+  it("is a boolean", function()
+    local client = assert(koophone.new { token = TOKEN, endpoint = emu.url })
+    local report, m, e = batch.run(client, "echo hi", ids(1), { stop_on_auth_failure = "yes" })
+    assert.is_nil(report)
+    local err = e or m
+    assert.equal("validation", err.kind)
+    assert.equal("stop_on_auth_failure", err.field)
+    client:close()
   end)
 end)
