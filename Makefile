@@ -96,9 +96,15 @@ rock-install:
 	install -m 644 emulator/scenarios/*.json "$(PREFIX)/emulator/scenarios/"
 
 # The API reference from the doc comments (LDoc; config.ld), warnings fatal.
+# Under Lua 5.1: Debian's markdown module (lua-markdown) exists only for it,
+# and without it LDoc quietly falls back to plain text.
+LDOC ?= lua5.1 /usr/bin/ldoc
 docs:
 	rm -rf build/docs
-	ldoc --fatalwarnings .
+	@mkdir -p build
+	@rc=0; $(LDOC) --fatalwarnings . >build/docs.log 2>&1 || rc=$$?; cat build/docs.log; \
+	if grep -q "falling back" build/docs.log; then echo "make docs: no markdown (apt-get install lua-markdown)" >&2; rc=1; fi; \
+	exit $$rc
 	@echo "API reference: build/docs/index.html"
 
 # The response path under ~1,000,000 generated bodies (see fuzz/run.sh).
