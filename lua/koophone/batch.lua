@@ -226,9 +226,8 @@ local function drive(runner, engine)
   end
 end
 
---- Runs prepared chunks to the end and builds the report (used by every
+-- Runs prepared chunks to the end and builds the report (used by every
 -- entry point, resume included).
--- @local
 local function execute(client, op, ids, items, chunks, opts, jr)
   local engine = client.engine
   local _, id_field = kind_info(client, op.kind)

@@ -33,8 +33,7 @@ local rows_mod = require "koophone.rows"
 
 local M = {}
 
---- A workflow under construction.
--- @type Workflow
+-- A workflow under construction (the Workflow type, below).
 local Workflow = {}
 Workflow.__index = Workflow
 M.Workflow = Workflow
@@ -64,6 +63,9 @@ function M.new(client, opts)
   end
   return self
 end
+
+--- A workflow under construction.
+-- @type Workflow
 
 function Workflow:_add(kind, domain, opts, fn)
   opts = opts or {}
