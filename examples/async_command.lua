@@ -6,7 +6,7 @@ local ids = {}
 for i = 1, 100 do ids[i] = ("kp%06d"):format(i) end
 local task = assert(client:async_command("sleep 1", ids))
 print("task " .. task.id .. ": " .. #ids .. " jobs")
-local rows, err = task:wait {
+local rows, _, err = task:wait {
   timeout = 60,
   on_progress = function(done, total) io.stderr:write(("\r%d/%d done"):format(done, total)) end,
 }

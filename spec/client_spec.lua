@@ -17,14 +17,14 @@ describe("koophone client", function()
 
   describe("koophone.new", function()
     it("needs a token, from the options or KOOPHONE_TOKEN", function()
-      local c, err = koophone.new{ endpoint = emu.url, token = nil }
+      local c, _, err = koophone.new{ endpoint = emu.url, token = nil }
       if os.getenv("KOOPHONE_TOKEN") then return end
       assert.is_nil(c)
       assert.equal("token", err.field)
     end)
 
     it("refuses plain http:// to anything but loopback unless allow_insecure", function()
-      local c, err = koophone.new{ token = "t", endpoint = "http://phones.example.com" }
+      local c, _, err = koophone.new{ token = "t", endpoint = "http://phones.example.com" }
       assert.is_nil(c)
       assert.equal("endpoint", err.field)
       assert.matches("allow_insecure", err.message)
@@ -33,17 +33,17 @@ describe("koophone client", function()
     end)
 
     it("checks numeric options", function()
-      local _, err = koophone.new{ token = "t", timeout = -1 }
+      local _, _, err = koophone.new{ token = "t", timeout = -1 }
       assert.equal("timeout", err.field)
-      _, err = koophone.new{ token = "t", retries = 1.5 }
+      _, _, err = koophone.new{ token = "t", retries = 1.5 }
       assert.equal("retries", err.field)
     end)
   end)
 
   describe("sync_command", function()
     it("runs the page's example and returns one row per instance, failures included", function()
-      local rows, info = assert(client:sync_command("ls -l /system", { "a44uhlf7", "efjy72gs" }))
-      assert.is_string(info.request_id)
+      local rows = assert(client:sync_command("ls -l /system", { "a44uhlf7", "efjy72gs" }))
+      assert.is_string(rows.request_id)
       assert.equal(2, #rows)
       assert.same({ "a44uhlf7", "failed", -1, "CPS.0191", "Run command failed." },
         { rows[1].id, rows[1].status, rows[1].vendor_status, rows[1].code, rows[1].message })
@@ -63,7 +63,7 @@ describe("koophone client", function()
     end)
 
     it("sends a given x-request-id", function()
-      local _, info = assert(client:sync_command("echo x", { "kp000001" }, { request_id = "my-trace-1" }))
+      local info = assert(client:sync_command("echo x", { "kp000001" }, { request_id = "my-trace-1" }))
       assert.equal("my-trace-1", info.request_id)
       assert.equal("my-trace-1", emu:requests().requests[1].headers["x-request-id"])
     end)
@@ -104,7 +104,8 @@ describe("koophone client", function()
     }
     for _, c in ipairs(cases) do
       it("refuses " .. c[1] .. ", naming field " .. c[3], function()
-        local ok, err = c[2]()
+        local ok, msg, err = c[2]()
+        assert.equal(tostring(err), msg)
         assert.is_nil(ok)
         assert.equal("validation", err.kind)
         assert.equal(c[3], err.field)
@@ -133,7 +134,7 @@ describe("koophone client", function()
     }
     for _, c in ipairs(install_cases) do
       it("refuses an install with a bad " .. c[1], function()
-        local ok, err = client:install_app(c[2], { "kp000001" })
+        local ok, _, err = client:install_app(c[2], { "kp000001" })
         assert.is_nil(ok)
         assert.equal(c[1], err.field)
         if c[3] then assert.equal(c[3], err.limit) end
@@ -141,7 +142,7 @@ describe("koophone client", function()
       end)
     end
     it("refuses an install on 101 instances", function()
-      local _, err = client:install_app(app, first(101))
+      local _, _, err = client:install_app(app, first(101))
       assert.equal("instance_id_list", err.field)
       assert.equal(100, err.limit)
     end)
@@ -181,7 +182,7 @@ describe("koophone client", function()
 
     it("marks jobs still running at the timeout as 'timeout', and returns every row", function()
       local task = assert(client:async_command("sleep 5", { "kp000005", "kp000006" }))
-      local rows, err = task:wait{ timeout = 0.3 }
+      local rows, _, err = task:wait{ timeout = 0.3 }
       assert.is_nil(rows)
       assert.equal("timeout", err.kind)
       assert.equal(2, #err.rows)
@@ -223,7 +224,7 @@ describe("koophone client", function()
 
     it("reports a task that cannot be read as an error on every row", function()
       local task = assert(client:task("doesnotexist", { jobs = { j1 = "kp000001" }, ids = { "kp000001" } }))
-      local rows, err = task:wait{ timeout = 5, interval = 0.01 }
+      local rows, _, err = task:wait{ timeout = 5, interval = 0.01 }
       assert.is_nil(rows)
       assert.equal("http", err.kind)
       assert.equal(400, err.http_status)
@@ -275,7 +276,7 @@ describe("koophone client", function()
 
     it("needs a CPH endpoint and a project id", function()
       local c = assert(koophone.new{ token = emu.token, endpoint = emu.url, cph_endpoint = false, project_id = false })
-      local _, err = c:restart_phones({ "ph000001" })
+      local _, _, err = c:restart_phones({ "ph000001" })
       assert.equal("validation", err.kind)
     end)
   end)
@@ -283,7 +284,7 @@ describe("koophone client", function()
   describe("errors", function()
     it("are structured: kind, HTTP status, vendor code, message, request id", function()
       local bad = assert(koophone.new{ token = "wrong-token-value", endpoint = emu.url })
-      local rows, err = bad:sync_command("ls", { "kp000001" }, { request_id = "trace-401" })
+      local rows, _, err = bad:sync_command("ls", { "kp000001" }, { request_id = "trace-401" })
       assert.is_nil(rows)
       assert.equal("http", err.kind)
       assert.equal(401, err.http_status)
@@ -294,7 +295,7 @@ describe("koophone client", function()
 
     it("never show the token, and scrub signed URLs' query strings", function()
       local bad = assert(koophone.new{ token = "super-secret-token", endpoint = emu.url })
-      local _, err = bad:sync_command("ls", { "kp000001" })
+      local _, _, err = bad:sync_command("ls", { "kp000001" })
       assert.not_matches("super%-secret%-token", tostring(err))
       assert.not_matches("super%-secret%-token", tostring(bad.auth))
       local log = emu:requests().requests[1]
@@ -306,7 +307,7 @@ describe("koophone client", function()
 
     it("report a connection failure as kind 'connect'", function()
       local c = assert(koophone.new{ token = "t", endpoint = "http://127.0.0.1:1", retries = 1, retry_base = 0.01 })
-      local _, err = c:sync_command("ls", { "kp000001" })
+      local _, _, err = c:sync_command("ls", { "kp000001" })
       assert.equal("connect", err.kind)
       assert.equal(2, err.attempts) -- nothing was sent: safe to retry a POST
       assert.is_string(err.request_id)

@@ -39,6 +39,19 @@ describe_or_skip("OpenResty host (koophone.sched.ngx)", function()
     assert.matches("LuaJIT", res.body.lua)
   end)
 
+  it("gives nginx handlers plain strings for errors: ngx.say, ngx.log, .., assert", function()
+    local _, res = host:probe(0, "/idioms")
+    assert.equal(200, res.status)
+    local body = res.raw
+    assert.matches("say: token is required", body)
+    assert.matches("concat: token is required", body)
+    assert.matches("assert: false string token is required", body)
+    assert.matches("call: nil command must not be empty", body)
+    assert.matches("client: nil", body)
+    assert.matches("idiom log: token is required", host:error_log())
+    assert.is_nil(host:error_log():find("unknown reason", 1, true))
+  end)
+
   it("runs a 1,000-instance batch without blocking the worker", function()
     -- warm up: modules loaded, JIT traces, connections to the emulator
     local _, warm = host:probe(0, "/batch?n=100")

@@ -70,7 +70,7 @@ describe("koophone.report", function()
   end)
 
   it("cannot retry a report that has no operation", function()
-    local r, err = sample():retry_failed()
+    local r, _, err = sample():retry_failed()
     assert.is_nil(r)
     assert.equal("validation", err.kind)
   end)

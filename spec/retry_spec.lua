@@ -31,9 +31,9 @@ describe("retries", function()
     it("resubmits a command refused with " .. kind .. " (it never ran), honouring Retry-After", function()
       emu:add_fault{ endpoint = "sync-command", kind = kind, count = 1, retry_after = 1 }
       local t0 = koophone.now()
-      local rows, info = assert(client:sync_command("echo r", { "kp000011" }))
+      local rows = assert(client:sync_command("echo r", { "kp000011" }))
       assert.equal("ok", rows[1].status)
-      assert.equal(2, info.attempts)
+      assert.equal(2, rows.attempts)
       assert.is_true(koophone.now() - t0 >= 0.9, "waited for Retry-After")
       assert.equal(1, runs("kp000011", "echo r"))
     end)
@@ -42,7 +42,7 @@ describe("retries", function()
   for _, kind in ipairs { "500", "reset", "truncate", "malformed", "stall" } do
     it("does not resubmit a command after a " .. kind .. " (it may have run)", function()
       emu:add_fault{ endpoint = "sync-command", kind = kind, count = 1, seconds = 2 }
-      local rows, err = client:sync_command("echo once", { "kp000012" })
+      local rows, _, err = client:sync_command("echo once", { "kp000012" })
       assert.is_nil(rows)
       assert.equal(1, err.attempts)
       assert.is_false(err.retryable)
@@ -56,7 +56,7 @@ describe("retries", function()
 
   it("does not resubmit an async command whose reply was lost", function()
     emu:add_fault{ endpoint = "async-command", kind = "reset", count = 1 }
-    local task, err = client:async_command("echo lost", { "kp000013" })
+    local task, _, err = client:async_command("echo lost", { "kp000013" })
     assert.is_nil(task)
     assert.equal("protocol", err.kind)
     assert.equal(1, runs("kp000013", "echo lost"))
@@ -64,7 +64,7 @@ describe("retries", function()
 
   it("gives up after `retries` and says how many attempts were made", function()
     emu:add_fault{ endpoint = "task", kind = "500" }
-    local _, err = client:query_task("whatever")
+    local _, _, err = client:query_task("whatever")
     assert.equal(500, err.http_status)
     assert.equal(4, err.attempts)
     assert.equal(4, emu:requests{ endpoint = "task" }.count)
@@ -81,13 +81,13 @@ describe("transfer limits", function()
     local c = assert(koophone.new{ token = emu.token, endpoint = emu.url, retries = 0,
                                    low_speed_limit = 100000, low_speed_time = 1 })
     local t0 = koophone.now()
-    local _, err = c:query_task("anything")
+    local _, _, err = c:query_task("anything")
     assert.equal("timeout", err.kind)
     assert.is_true(koophone.now() - t0 < 3.5)
   end)
 
   it("refuses a bad low_speed_limit", function()
-    local c, err = koophone.new{ token = "t", low_speed_limit = 0 }
+    local c, _, err = koophone.new{ token = "t", low_speed_limit = 0 }
     assert.is_nil(c)
     assert.equal("low_speed_limit", err.field)
   end)

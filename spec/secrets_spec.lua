@@ -112,25 +112,25 @@ describe("secrets", function()
     os.remove(journal)
     -- direct calls, their errors and tasks
     for _ = 1, 10 do
-      local t, err = c:install_app(APP, { "kp000001", "kp000002" })
+      local t, _, err = c:install_app(APP, { "kp000001", "kp000002" })
       keep("install err", err); keep("install task", t and tostring(t))
       if t then keep("install rows", (t:wait { timeout = 5 })) ; keep("describe", t:describe()) end
     end
-    local _, verr = c:install_app(setmetatable({ install_package_url = "ftp://x/?" .. QUERY }, { __index = APP }), { "kp1" })
+    local _, _, verr = c:install_app(setmetatable({ install_package_url = "ftp://x/?" .. QUERY }, { __index = APP }), { "kp1" })
     keep("validation", verr)
-    _, verr = c:install_app(setmetatable({ install_package_url = URL .. ("x"):rep(2000) }, { __index = APP }), { "kp1" })
+    _, _, verr = c:install_app(setmetatable({ install_package_url = URL .. ("x"):rep(2000) }, { __index = APP }), { "kp1" })
     keep("too long", verr)
-    _, verr = c:install_app(setmetatable({ object_name = "bad\n" .. URL }, { __index = APP }), { "kp1" })
+    _, _, verr = c:install_app(setmetatable({ object_name = "bad\n" .. URL }, { __index = APP }), { "kp1" })
     keep("name with url", verr)
     -- a connection failure's message names the URL it tried
     local dead = assert(koophone.new { token = TOKEN, endpoint = "http://127.0.0.1:9", retries = 0 })
-    local _, cerr = dead:install_app(APP, { "kp000001" })
+    local _, _, cerr = dead:install_app(APP, { "kp000001" })
     keep("connect error", cerr)
     -- IAM with the password: errors and tostring
     local iam = assert(koophone.new { endpoint = emu.url, iam = { user = "emulator-user",
       password = "emulator-password-wrong", domain = "emulator-domain", project_id = emu.project_id,
       endpoint = emu.url } })
-    local _, ierr = iam:sync_command("echo x", { "kp000001" })
+    local _, _, ierr = iam:sync_command("echo x", { "kp000001" })
     keep("iam error", ierr); keep("iam client", tostring(iam)); keep("iam auth", tostring(iam.auth))
     for _, k in ipairs(captured) do
       assert_clean(k[1], k[2])

@@ -33,11 +33,11 @@ describe("TLS", function()
 
   it("refuses a self-signed server by default, with an error of kind tls", function()
     local c = assert(koophone.new { token = emu.token, endpoint = emu.url })
-    local rows, err = c:sync_command("echo hi", { "kp000001" })
+    local rows, _, err = c:sync_command("echo hi", { "kp000001" })
     assert.is_nil(rows)
     assert.equal("tls", err.kind)
     assert.matches("certificate", tostring(err))
-    assert.matches("^koophone: tls error", tostring(err))
+    assert.matches("^the TLS handshake or certificate check failed", tostring(err))
     assert.is_false(err.retryable)          -- a POST: never retried after TLS failed
     c:close()
     -- nothing reached the handler
@@ -60,7 +60,7 @@ describe("TLS", function()
 
   it("reports an unreadable ca_file as a tls error", function()
     local c = assert(koophone.new { token = emu.token, endpoint = emu.url, ca_file = "/nonexistent/ca.pem" })
-    local rows, err = c:sync_command("echo hi", { "kp000001" })
+    local rows, _, err = c:sync_command("echo hi", { "kp000001" })
     assert.is_nil(rows)
     assert.equal("tls", err.kind)
     c:close()
@@ -82,7 +82,7 @@ describe("TLS", function()
     -- 127/8 to lo: 127.0.0.2 is not in the certificate's SAN
     local c2 = assert(koophone.new { token = emu.token, endpoint = (emu.url:gsub("127%.0%.0%.1", "127.0.0.2")),
                                      ca_file = emu.cert, connect_timeout = 2 })
-    local rows, err = c2:sync_command("echo hi", { "kp000001" })
+    local rows, _, err = c2:sync_command("echo hi", { "kp000001" })
     assert.is_nil(rows)
     if err.kind ~= "connect" then assert.equal("tls", err.kind) end
   end)
@@ -115,14 +115,14 @@ describe("TLS", function()
     -- the target does not even resolve: only the proxy is ever contacted
     local c = assert(koophone.new { token = emu.token, endpoint = "https://koophone.invalid",
                                     proxy = "http://127.0.0.1:9", retries = 0, connect_timeout = 3 })
-    local rows, err = c:sync_command("echo hi", { "kp000001" })
+    local rows, _, err = c:sync_command("echo hi", { "kp000001" })
     assert.is_nil(rows)
     assert.equal("connect", err.kind)
     assert.matches("127%.0%.0%.1 port 9", err.message)
     c:close()
     local c2 = assert(koophone.new { token = emu.token, endpoint = "https://koophone.invalid",
                                      proxy = "http://no-such-proxy.invalid:3128", retries = 0 })
-    rows, err = c2:sync_command("echo hi", { "kp000001" })
+    rows, _, err = c2:sync_command("echo hi", { "kp000001" })
     assert.is_nil(rows)
     assert.equal("dns", err.kind)
     assert.matches("proxy", err.message)

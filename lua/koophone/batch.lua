@@ -47,6 +47,7 @@ local DEBUG = os.getenv("KOOPHONE_BATCH_DEBUG")
 
 local limits = validate.limits
 local bad = errors.validation
+local fail = errors.fail
 
 M.DEFAULT_CONCURRENCY = 16
 M.DEFAULT_PROGRESS_INTERVAL = 0.5
@@ -62,10 +63,11 @@ end
 --- Checks an install description the way `Client:install_app` does.
 -- @tparam table app
 -- @treturn boolean|nil
--- @treturn ?table err
+-- @treturn ?string message on failure (one line)
+-- @treturn ?table err on failure (see `koophone.errors`)
 function M.check_app(app)
   local body, err = validate.app(app)
-  if not body then return nil, err end
+  if not body then return fail(err) end
   return true
 end
 
@@ -92,10 +94,17 @@ local function check_ids(client, kind, list, field)
   return ids, items
 end
 
+--- Every option a batch knows (`batch.resume` adds `submit_missing` and `app`).
+M.OPTIONS = validate.set { "concurrency", "rate", "burst", "timeout", "task_timeout",
+  "progress_interval", "chunk", "on_progress", "journal", "image_id", "mode", "strict", "stop_on_auth_failure" }
+local RESUME_OPTIONS = validate.set { "submit_missing", "app" }
+for k in pairs(M.OPTIONS) do RESUME_OPTIONS[k] = true end
+
 -- Checks the options shared by every batch.
-local function check_opts(client, kind, opts)
+local function check_opts(client, kind, opts, known)
   if type(opts) ~= "table" then return nil, bad("opts", "must be a table") end
-  local ok, err
+  local ok, err = validate.known_keys("option", opts, known or M.OPTIONS)
+  if not ok then return nil, err end
   if opts.concurrency ~= nil then
     ok, err = validate.integer("concurrency", opts.concurrency, 1, 1000)
     if not ok then return nil, err end
@@ -139,7 +148,8 @@ local function check_operation(client, op, opts)
   if op.kind == "sync" or op.kind == "command" then
     return validate.command(op.command, client.strict_command or opts.strict)
   elseif op.kind == "install" then
-    return M.check_app(op.app)
+    local body, err = validate.app(op.app)
+    return body and true, err
   elseif op.kind == "restart" then
     return true
   end
@@ -166,22 +176,23 @@ end
 -- Sends one chunk (inside a runner coroutine); returns rows or a task.
 local function submit(client, op, chunk_ids, items, call_opts)
   if op.kind == "sync" then
-    local r, err = client:sync_command(op.command, chunk_ids, call_opts)
+    local r, _, err = client:sync_command(op.command, chunk_ids, call_opts)
     if not r then return nil, nil, err end
+    r.request_id, r.attempts = nil, nil -- each row has them; the list goes to the journal as an array
     return r
   elseif op.kind == "command" then
-    local t, err = client:async_command(op.command, chunk_ids, call_opts)
+    local t, _, err = client:async_command(op.command, chunk_ids, call_opts)
     if not t then return nil, nil, err end
     return nil, t
   elseif op.kind == "install" then
-    local t, err = client:install_app(op.app, chunk_ids, call_opts)
+    local t, _, err = client:install_app(op.app, chunk_ids, call_opts)
     if not t then return nil, nil, err end
     return nil, t
   end
   local phones = {}
   for i, id in ipairs(chunk_ids) do phones[i] = items[id] or id end
   call_opts.image_id = op.image_id
-  local t, err = client:restart_phones(phones, call_opts)
+  local t, _, err = client:restart_phones(phones, call_opts)
   if not t then return nil, nil, err end
   return nil, t
 end
@@ -470,27 +481,28 @@ end
 -- @tparam table ids ids (or phone entries for restart)
 -- @tparam[opt] table opts see the module
 -- @treturn koophone.report.Report|nil
--- @treturn ?table err
+-- @treturn ?string message on failure (one line)
+-- @treturn ?table err on failure (see `koophone.errors`)
 function M.operation(client, op, ids, opts)
   opts = opts or {}
   if type(client) ~= "table" or not client.engine then
-    return nil, bad("client", "must be a koophone client")
+    return fail(bad("client", "must be a koophone client"))
   end
   local ok, err = check_opts(client, op.kind, opts)
-  if not ok then return nil, err end
+  if not ok then return fail(err) end
   local field = op.kind == "restart" and "phones" or "ids"
   local list, items = check_ids(client, op.kind, ids, field)
-  if not list then return nil, items end
-  if #list == 0 then return nil, bad(field, "must not be empty") end
+  if not list then return fail(items) end
+  if #list == 0 then return fail(bad(field, "must not be empty")) end
   if op.kind == "restart" and opts.image_id and not op.image_id then op.image_id = opts.image_id end
   ok, err = check_operation(client, op, opts)
-  if not ok then return nil, err end
+  if not ok then return fail(err) end
   local size = opts.chunk or kind_info(client, op.kind)
   local chunks = split(#list, size)
   local jr
   if opts.journal then
     jr, err = journal_mod.open(opts.journal, { secrets = secrets_of(client) })
-    if not jr then return nil, err end
+    if not jr then return fail(err) end
     local item_list
     if next(items) then
       item_list = {}
@@ -511,12 +523,13 @@ end
 -- @tparam {string,...} ids instance ids (any number)
 -- @tparam[opt] table opts see the module; `mode` "async" (default) or "sync"
 -- @treturn koophone.report.Report|nil
--- @treturn ?table err
+-- @treturn ?string message on failure (one line)
+-- @treturn ?table err on failure (see `koophone.errors`)
 function M.run(client, command, ids, opts)
   opts = opts or {}
   local mode = opts.mode or "async"
   if mode ~= "async" and mode ~= "sync" then
-    return nil, bad("mode", "must be \"async\" or \"sync\", got " .. tostring(mode))
+    return fail(bad("mode", "must be \"async\" or \"sync\", got " .. tostring(mode)))
   end
   return M.operation(client, { kind = mode == "sync" and "sync" or "command", command = command, mode = mode },
                      ids, opts)
@@ -528,7 +541,8 @@ end
 -- @tparam {string,...} ids instance ids
 -- @tparam[opt] table opts see the module
 -- @treturn koophone.report.Report|nil
--- @treturn ?table err
+-- @treturn ?string message on failure (one line)
+-- @treturn ?table err on failure (see `koophone.errors`)
 function M.install(client, app, ids, opts)
   return M.operation(client, { kind = "install", app = app }, ids, opts)
 end
@@ -538,7 +552,8 @@ end
 -- @tparam table phones phone ids or `{phone_id=, property=table}`
 -- @tparam[opt] table opts see the module; plus `image_id`
 -- @treturn koophone.report.Report|nil
--- @treturn ?table err
+-- @treturn ?string message on failure (one line)
+-- @treturn ?table err on failure (see `koophone.errors`)
 function M.restart(client, phones, opts)
   opts = opts or {}
   return M.operation(client, { kind = "restart", image_id = opts.image_id }, phones, opts)
@@ -559,19 +574,20 @@ end
 -- @tparam string path the journal
 -- @tparam[opt] table opts batch options, plus `submit_missing`, `app`
 -- @treturn koophone.report.Report|nil
--- @treturn ?table err
+-- @treturn ?string message on failure (one line)
+-- @treturn ?table err on failure (see `koophone.errors`)
 function M.resume(client, path, opts)
   opts = opts or {}
   local state, err = journal_mod.load(path)
-  if not state then return nil, err end
+  if not state then return fail(err) end
   local op = state.operation
   if type(op) ~= "table" or not op.kind or type(state.ids) ~= "table" then
-    return nil, errors.new { kind = "validation", field = "journal", message = "journal has no operation or ids" }
+    return fail(errors.new { kind = "validation", field = "journal", message = "journal has no operation or ids" })
   end
   if op.kind == "install" and opts.app then op.app = opts.app end
   local ok
-  ok, err = check_opts(client, op.kind, opts)
-  if not ok then return nil, err end
+  ok, err = check_opts(client, op.kind, opts, RESUME_OPTIONS)
+  if not ok then return fail(err) end
   local ids = state.ids
   local items = state.items or {}
   op.items = next(items) and items or nil
@@ -584,7 +600,7 @@ function M.resume(client, path, opts)
       ch.rows = c.rows
     elseif c.task then
       local t = c.task
-      local task, terr = client:task(t.id, { kind = t.kind, jobs = t.jobs, ids = t.ids })
+      local task, _, terr = client:task(t.id, { kind = t.kind, jobs = t.jobs, ids = t.ids })
       if task then
         ch.task, ch.initial = task, c.initial
       else
@@ -605,12 +621,12 @@ function M.resume(client, path, opts)
   if #missing > 0 and op.kind == "install" then
     ok = M.check_app(op.app)
     if not ok or tostring(op.app.install_package_url):find("<redacted>", 1, true) then
-      return nil, bad("app", "is required to submit the missing install chunks (the journal keeps no signed URL)")
+      return fail(bad("app", "is required to submit the missing install chunks (the journal keeps no signed URL)"))
     end
   end
   local jr
   jr, err = journal_mod.open(path, { secrets = secrets_of(client) })
-  if not jr then return nil, err end
+  if not jr then return fail(err) end
   return execute(client, op, ids, items, chunks, opts, jr)
 end
 

@@ -59,14 +59,9 @@ local function exit_code(e)
   return nil
 end
 
--- The three-value convention (nil, message, err) and the older (nil, err)
--- both give the error table here.
-local function failure(m, e)
-  if e ~= nil then return e end
-  return m
-end
-
-local function is_validation(err) return type(err) == "table" and err.kind == "validation" end
+-- Failures are `nil, message, err` (koophone.errors): exit 2 for bad input,
+-- 1 for the rest.
+local function status_of(err) return (type(err) == "table" and err.kind == "validation") and 2 or 1 end
 
 -- the context: streams, environment, secrets -----------------------------------
 
@@ -270,19 +265,16 @@ function Ctx:emit(report)
 end
 
 -- Ends a command with a report (or its error): output, summary, exit status.
-function Ctx:finish(report, m, e)
+function Ctx:finish(report, message, err)
   self.end_progress(report and not report.aborted)
-  if not report then
-    local err = failure(m, e)
-    self:die(is_validation(err) and 2 or 1, tostring(err))
-  end
+  if not report then self:die(status_of(err), message) end
   local refused = report.aborted
   if refused then
     -- one line, not a row per id: nothing could run with these credentials
     local any_ran = false
     for _, row in ipairs(report.rows) do if row.status ~= "error" then any_ran = true end end
     if any_ran then self:emit(report) end
-    self:die(2, "stopped: the first request was refused (", (tostring(refused):gsub("^koophone: ", "")),
+    self:die(2, "stopped: the first request was refused (", tostring(refused),
              "); nothing more was sent. Check the token (KOOPHONE_TOKEN) or the IAM credentials.")
   end
   self:emit(report)
@@ -331,8 +323,8 @@ function Ctx:client_options()
 end
 
 function Ctx:client()
-  local client, m, e = koophone.new(self:client_options())
-  if not client then self:die(2, tostring(failure(m, e))) end
+  local client, message = koophone.new(self:client_options())
+  if not client then self:die(2, message) end
   return client
 end
 
@@ -479,8 +471,8 @@ end)
 
 -- Follows a task with Task:wait (its adaptive polling); returns its rows.
 local function follow(ctx, client, args)
-  local task, m, e = client:task(args.task_id, { kind = args.kind })
-  if not task then ctx:die(2, tostring(failure(m, e))) end
+  local task, message = client:task(args.task_id, { kind = args.kind })
+  if not task then ctx:die(2, message) end
   local started = koophone.now()
   local function on_progress(_, _, t)
     if not ctx.show then return end
@@ -491,13 +483,12 @@ local function follow(ctx, client, args)
     p.rate = el > 0 and p.done / el or 0
     ctx.show(p)
   end
-  local rows, wm, we = task:wait { timeout = ctx:timeout(), on_progress = on_progress }
+  local rows, wmessage, err = task:wait { timeout = ctx:timeout(), on_progress = on_progress }
   if rows then return rows end
-  local err = failure(wm, we)
   -- a timeout, or a task that cannot be read: report the rows it has
-  if type(err) == "table" and type(err.rows) == "table" and #err.rows > 0 then return err.rows end
+  if type(err.rows) == "table" and #err.rows > 0 then return err.rows end
   ctx.end_progress(false)
-  ctx:die(is_validation(err) and 2 or 1, tostring(err))
+  ctx:die(status_of(err), wmessage)
 end
 
 command("task", "Query (or follow) a task.", function(cmd)
@@ -513,14 +504,11 @@ end, function(ctx, args)
   if args.follow then
     rows = follow(ctx, client, args)
   else
-    local m, e
+    local message, err
     -- rows keyed by job id (by phone id for a restart's request id)
-    if args.kind == "restart" then rows, m, e = client:jobs { request_id = args.task_id }
-    else rows, m, e = client:query_task(args.task_id) end
-    if not rows then
-      local err = failure(m, e)
-      ctx:die(is_validation(err) and 2 or 1, tostring(err))
-    end
+    if args.kind == "restart" then rows, message, err = client:jobs { request_id = args.task_id }
+    else rows, message, err = client:query_task(args.task_id) end
+    if not rows then ctx:die(status_of(err), message) end
   end
   return ctx:finish(report_mod.new { rows = rows, requests = client.transport.stats.requests })
 end)
@@ -529,11 +517,8 @@ command("job", "Show one CPH job (ShowJob).", function(cmd)
   cmd:argument("job_id", "The job id.")
 end, function(ctx, args)
   local client = ctx:client()
-  local row, m, e = client:job(args.job_id)
-  if not row then
-    local err = failure(m, e)
-    ctx:die(is_validation(err) and 2 or 1, tostring(err))
-  end
+  local row, message, err = client:job(args.job_id)
+  if not row then ctx:die(status_of(err), message) end
   return ctx:finish(report_mod.new { rows = { row }, requests = client.transport.stats.requests })
 end)
 

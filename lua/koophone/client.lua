@@ -21,6 +21,13 @@ Client.__index = Client
 M.Client = Client
 
 local limits = validate.limits
+local fail = errors.fail
+
+-- Tail of a public call whose helper returns `value` or `nil, err`.
+local function ret(value, err)
+  if value == nil then return fail(err) end
+  return value
+end
 local DEFAULT_ENDPOINT = "https://koophone.myhuaweicloud.com"
 
 local function getenv(name)
@@ -50,6 +57,16 @@ local function check_endpoint(field, url, allow_insecure)
   return (url:gsub("/+$", ""))
 end
 
+-- Every option koophone.new knows (anything else is a typo).
+local CLIENT_OPTIONS = validate.set {
+  "token", "iam", "endpoint", "cph_endpoint", "project_id", "timeout", "connect_timeout",
+  "low_speed_limit", "low_speed_time", "retries", "retry_base", "retry_cap", "ca_file", "ca_path",
+  "insecure", "proxy", "no_proxy", "http_version", "client_cert", "client_key", "allow_insecure",
+  "strict_command", "max_restart", "poll_interval", "poll_max_interval", "poll_ratio",
+  "task_timeout", "engine", "max_connections",
+}
+M.OPTIONS = CLIENT_OPTIONS
+
 --- Creates a client.
 --
 -- Options (each falls back to the environment where one is named):
@@ -74,68 +91,70 @@ end
 -- * `engine`: share an engine (from `koophone.engine()`) between clients
 -- @tparam[opt] table opts
 -- @treturn Client|nil
--- @treturn table|nil err (a validation error naming the option)
+-- @treturn ?string message on failure (one line)
+-- @treturn ?table err on failure: a validation error naming the option
 function M.new(opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("koophone.new: options must be a table", 2) end
   local self = setmetatable({}, Client)
-  local err
+  local known, err = validate.known_keys("option", opts, CLIENT_OPTIONS)
+  if not known then return fail(err) end
   local insecure_ok = opts.allow_insecure
   self.endpoint, err = check_endpoint("endpoint", opts.endpoint or getenv("KOOPHONE_ENDPOINT") or DEFAULT_ENDPOINT,
                                       insecure_ok)
-  if not self.endpoint then return nil, err end
+  if not self.endpoint then return fail(err) end
   local cph = opts.cph_endpoint or getenv("KOOPHONE_CPH_ENDPOINT")
   if cph then
     self.cph_endpoint, err = check_endpoint("cph_endpoint", cph, insecure_ok)
-    if not self.cph_endpoint then return nil, err end
+    if not self.cph_endpoint then return fail(err) end
   end
   self.project_id = opts.project_id or getenv("KOOPHONE_PROJECT_ID")
   if self.project_id ~= nil then
     local ok, perr = validate.path_id("project_id", self.project_id)
-    if not ok then return nil, perr end
+    if not ok then return fail(perr) end
   end
   for _, k in ipairs { "timeout", "connect_timeout", "retry_base", "retry_cap", "poll_interval",
                        "poll_max_interval", "task_timeout", "poll_ratio" } do
     local ok, verr = validate.seconds(k, opts[k], k ~= "retry_base")
-    if not ok then return nil, verr end
+    if not ok then return fail(verr) end
   end
   for _, k in ipairs { "low_speed_limit", "low_speed_time" } do
     if opts[k] ~= nil then
       local ok, verr = validate.integer(k, opts[k], 1)
-      if not ok then return nil, verr end
+      if not ok then return fail(verr) end
     end
   end
   for _, k in ipairs { "ca_file", "ca_path", "proxy", "no_proxy", "client_cert", "client_key" } do
     if opts[k] ~= nil then
       local ok, verr = validate.text(k, opts[k], 4096, false)
-      if not ok then return nil, verr end
+      if not ok then return fail(verr) end
     end
   end
   if opts.http_version ~= nil and opts.http_version ~= "1.1" and opts.http_version ~= "2"
       and opts.http_version ~= "2-prior-knowledge" then
-    return nil, errors.validation("http_version", "must be \"1.1\", \"2\" or \"2-prior-knowledge\", got "
-                                  .. tostring(opts.http_version))
+    return fail(errors.validation("http_version", "must be \"1.1\", \"2\" or \"2-prior-knowledge\", got "
+                                  .. tostring(opts.http_version)))
   end
   for _, k in ipairs { "insecure", "allow_insecure", "strict_command" } do
     if opts[k] ~= nil and type(opts[k]) ~= "boolean" then
-      return nil, errors.validation(k, "must be true or false, got " .. type(opts[k]) .. " " .. tostring(opts[k]))
+      return fail(errors.validation(k, "must be true or false, got " .. type(opts[k]) .. " " .. tostring(opts[k])))
     end
   end
   if opts.max_connections ~= nil then
     local ok, verr = validate.integer("max_connections", opts.max_connections, 0, 100000)
-    if not ok then return nil, verr end
+    if not ok then return fail(verr) end
   end
   if opts.retries ~= nil then
     local ok, verr = validate.integer("retries", opts.retries, 0, 20)
-    if not ok then return nil, verr end
+    if not ok then return fail(verr) end
   end
   self.max_restart = opts.max_restart or 100
   do
     local ok, verr = validate.integer("max_restart", self.max_restart, 1, 1000)
-    if not ok then return nil, verr end
+    if not ok then return fail(verr) end
   end
   self.auth, err = auth.from_options(opts, self)
-  if not self.auth then return nil, err end
+  if not self.auth then return fail(err) end
   self.strict_command = opts.strict_command and true or false
   self.poll_interval = opts.poll_interval or 0.5
   self.poll_max_interval = opts.poll_max_interval or 10
@@ -169,8 +188,8 @@ function Client:_koophone(method, path, body, opts)
   if not res then return nil, err end
   local b = res.body
   local code = b.error_code
-  if code ~= nil and tostring(code) ~= "0" then
-    return nil, errors.new { kind = "vendor", http_status = res.status, code = tostring(code),
+  if not rows.success_code(code) then
+    return nil, errors.new { kind = "vendor", http_status = res.status, code = errors.text(code),
                              message = rows.text(b.error_msg), request_id = res.request_id,
                              attempts = res.attempts }
   end
@@ -198,10 +217,14 @@ function Client:_cph(method, path, body, opts)
   return res.body, res
 end
 
+local CALL_OPTIONS = validate.set { "request_id", "timeout", "strict", "image_id" }
+
 local function check_call_opts(opts)
   if opts == nil then return true end
   if type(opts) ~= "table" then return nil, errors.validation("opts", "must be a table") end
-  local ok, err = validate.seconds("timeout", opts.timeout, true)
+  local ok, err = validate.known_keys("option", opts, CALL_OPTIONS)
+  if not ok then return nil, err end
+  ok, err = validate.seconds("timeout", opts.timeout, true)
   if not ok then return nil, err end
   if opts.request_id ~= nil then
     ok, err = validate.text("request_id", opts.request_id, 128, false)
@@ -220,17 +243,19 @@ end
 -- @tparam string command e.g. `"getprop ro.build.version.release"`
 -- @tparam {string,...} ids instance ids (1..32, each at most 32 characters)
 -- @tparam[opt] table opts `request_id`, `timeout` (seconds)
--- @treturn {table,...}|nil one row per id, in the order given
--- @treturn table info `{request_id=, attempts=}` or the error
+-- @treturn {table,...}|nil one row per id, in the order given; the list
+--   also has `request_id` and `attempts`
+-- @treturn ?string message on failure (one line)
+-- @treturn ?table err on failure (see `koophone.errors`)
 function Client:sync_command(command, ids, opts)
   local ok, err = validate.command(command, self.strict_command or (opts and opts.strict))
   if ok then ok, err = validate.ids("instance_ids", ids, limits.sync_ids) end
   if ok then ok, err = check_call_opts(opts) end
-  if not ok then return nil, err end
+  if not ok then return fail(err) end
   local data, res = self:_koophone("POST", "/v1/instances/sync-command",
                                    { command = command, instance_ids = ids }, opts)
-  if not data then return nil, res end
-  if type(data.cmd_results) ~= "table" then return nil, decode_fail(res, "reply has no 'cmd_results' list") end
+  if not data then return fail(res) end
+  if type(data.cmd_results) ~= "table" then return fail(decode_fail(res, "reply has no 'cmd_results' list")) end
   local by_id = {}
   for _, item in ipairs(data.cmd_results) do
     if type(item) == "table" and item.instance_id ~= nil then by_id[tostring(item.instance_id)] = item end
@@ -247,7 +272,8 @@ function Client:sync_command(command, ids, opts)
         request_id = res.request_id, attempts = res.attempts }, extra)
     end
   end
-  return out, { request_id = res.request_id, attempts = res.attempts }
+  out.request_id, out.attempts = res.request_id, res.attempts
+  return out
 end
 
 -- Builds a task from a reply's task_id and cmd_jobs.
@@ -272,16 +298,17 @@ end
 -- @tparam {string,...} ids instance ids (1..100)
 -- @tparam[opt] table opts `request_id`, `timeout`
 -- @treturn koophone.task.Task|nil a task (see `koophone.task`)
--- @treturn ?table err
+-- @treturn ?string message on failure (one line)
+-- @treturn ?table err on failure (see `koophone.errors`)
 function Client:async_command(command, ids, opts)
   local ok, err = validate.command(command, self.strict_command or (opts and opts.strict))
   if ok then ok, err = validate.ids("instance_ids", ids, limits.async_ids) end
   if ok then ok, err = check_call_opts(opts) end
-  if not ok then return nil, err end
+  if not ok then return fail(err) end
   local data, res = self:_koophone("POST", "/v1/instances/async-command",
                                    { command = command, instance_ids = ids }, opts)
-  if not data then return nil, res end
-  return self:_task_from_jobs("command", ids, data, res)
+  if not data then return fail(res) end
+  return ret(self:_task_from_jobs("command", ids, data, res))
 end
 
 -- Checks an install description and the instances; returns the body.
@@ -303,7 +330,8 @@ end
 -- @tparam {string,...} ids instance ids (1..100)
 -- @tparam[opt] table opts `request_id`, `timeout`
 -- @treturn koophone.task.Task|nil
--- @treturn ?table err
+-- @treturn ?string message on failure (one line)
+-- @treturn ?table err on failure (see `koophone.errors`)
 function Client:install_app(app, ids, opts)
   local body, err = install_body(app, ids)
   if body then
@@ -311,11 +339,11 @@ function Client:install_app(app, ids, opts)
     ok, err = check_call_opts(opts)
     if not ok then body = nil end
   end
-  if not body then return nil, err end
+  if not body then return fail(err) end
   local data, res = self:_koophone("POST", "/v1/instances/app/install", body, opts)
-  if not data then return nil, res end
-  if type(data.data) ~= "table" then return nil, decode_fail(res, "reply has no 'data.data' object") end
-  return self:_task_from_jobs("install", ids, data.data, res)
+  if not data then return fail(res) end
+  if type(data.data) ~= "table" then return fail(decode_fail(res, "reply has no 'data.data' object")) end
+  return ret(self:_task_from_jobs("install", ids, data.data, res))
 end
 
 local function restart_body(phones, image_id, max)
@@ -349,15 +377,16 @@ end
 --   (a property table is sent JSON-encoded, as the API wants a string)
 -- @tparam[opt] table opts `image_id`, `request_id`, `timeout`
 -- @treturn koophone.task.Task|nil a task followed with ListJobs
--- @treturn ?table err
+-- @treturn ?string message on failure (one line)
+-- @treturn ?table err on failure (see `koophone.errors`)
 function Client:restart_phones(phones, opts)
   local ok, err = check_call_opts(opts)
-  if not ok then return nil, err end
+  if not ok then return fail(err) end
   local body, ids = restart_body(phones, opts and opts.image_id, self.max_restart)
-  if not body then return nil, ids end
+  if not body then return fail(ids) end
   local reply, res = self:_cph("POST", "/cloud-phone/phones/batch-restart", body, opts)
-  if not reply then return nil, res end
-  if type(reply.jobs) ~= "table" then return nil, decode_fail(res, "reply has no 'jobs' list") end
+  if not reply then return fail(res) end
+  if type(reply.jobs) ~= "table" then return fail(decode_fail(res, "reply has no 'jobs' list")) end
   local jobs, initial = {}, {}
   local request_id = rows.text(reply.request_id)
   for _, j in ipairs(reply.jobs) do
@@ -379,14 +408,15 @@ end
 -- @tparam string task_id
 -- @tparam[opt] table opts `request_id`, `timeout`
 -- @treturn {table,...}|nil the jobs: rows keyed by job (`id` is the job id)
--- @treturn ?table err
+-- @treturn ?string message on failure (one line)
+-- @treturn ?table err on failure (see `koophone.errors`)
 function Client:query_task(task_id, opts)
   local ok, err = validate.path_id("task_id", task_id)
   if ok then ok, err = check_call_opts(opts) end
-  if not ok then return nil, err end
+  if not ok then return fail(err) end
   local data, res = self:_koophone("GET", "/v1/instances/tasks/" .. task_id, nil, opts)
-  if not data then return nil, res end
-  if type(data.jobs) ~= "table" then return nil, decode_fail(res, "reply has no 'jobs' list") end
+  if not data then return fail(res) end
+  if type(data.jobs) ~= "table" then return fail(decode_fail(res, "reply has no 'jobs' list")) end
   local out = {}
   for _, j in ipairs(data.jobs) do
     if type(j) == "table" and rows.text(j.job_id) then
@@ -396,6 +426,8 @@ function Client:query_task(task_id, opts)
   return out
 end
 
+local TASK_OPTIONS = validate.set { "jobs", "ids", "kind" }
+
 --- A task object for an existing task id, e.g. after a restart of the
 -- program (see `koophone.task`).
 -- @tparam string task_id
@@ -403,11 +435,14 @@ end
 --   are keyed by job id), `ids` (the instances, in order), `kind`
 --   ("command", "install" or "restart": then task_id is the request id)
 -- @treturn koophone.task.Task|nil
--- @treturn ?table err
+-- @treturn ?string message on failure (one line)
+-- @treturn ?table err on failure (see `koophone.errors`)
 function Client:task(task_id, opts)
   opts = opts or {}
   local ok, err = validate.path_id("task_id", task_id)
-  if not ok then return nil, err end
+  if ok and type(opts) ~= "table" then ok, err = nil, errors.validation("opts", "must be a table") end
+  if ok then ok, err = validate.known_keys("option", opts, TASK_OPTIONS) end
+  if not ok then return fail(err) end
   local kind = opts.kind or "command"
   return Task.new(self, { kind = kind, id = task_id, ids = opts.ids, jobs = opts.jobs,
                           id_field = kind == "restart" and "phone_id" or "instance_id" })
@@ -427,48 +462,54 @@ end
 -- @tparam string job_id
 -- @tparam[opt] table opts `request_id`, `timeout`
 -- @treturn table|nil a row (`id` is the phone id)
--- @treturn ?table err
+-- @treturn ?string message on failure (one line)
+-- @treturn ?table err on failure (see `koophone.errors`)
 function Client:job(job_id, opts)
   local ok, err = validate.path_id("job_id", job_id)
   if ok then ok, err = check_call_opts(opts) end
-  if not ok then return nil, err end
+  if not ok then return fail(err) end
   local body, res = self:_cph("GET", "/cloud-phone/jobs/" .. job_id, nil, opts)
-  if not body then return nil, res end
+  if not body then return fail(res) end
   return cph_job_row(body)
 end
+
+local JOBS_QUERY = validate.set { "request_id", "request_ids", "offset", "limit", "request_id_header", "timeout" }
 
 --- The CPH jobs of one or more requests
 -- (`GET /v1/{project_id}/cloud-phone/jobs`, ListJobs), every page.
 -- @tparam table q `request_id` or `request_ids` (up to 20), `offset` (0),
 --   `limit` (page size, 1..100, default 100), `request_id_header`, `timeout`
 -- @treturn {table,...}|nil rows, one per job (`id` is the phone id)
--- @treturn ?table err
+-- @treturn ?string message on failure (one line)
+-- @treturn ?table err on failure (see `koophone.errors`)
 function Client:jobs(q)
-  if type(q) ~= "table" then return nil, errors.validation("query", "must be a table {request_id=...}") end
+  if type(q) ~= "table" then return fail(errors.validation("query", "must be a table {request_id=...}")) end
+  local known, kerr = validate.known_keys("query field", q, JOBS_QUERY)
+  if not known then return fail(kerr) end
   local ids = q.request_ids or (q.request_id and { q.request_id })
-  if not ids then return nil, errors.validation("request_id", "is required (or request_ids)") end
+  if not ids then return fail(errors.validation("request_id", "is required (or request_ids)")) end
   local ok, err = validate.ids("request_ids", ids, limits.list_request_ids, 128)
-  if not ok then return nil, err end
+  if not ok then return fail(err) end
   for i, id in ipairs(ids) do -- they go into a query string, comma-separated
     ok, err = validate.path_id(("request_ids[%d]"):format(i), id)
-    if not ok then return nil, err end
+    if not ok then return fail(err) end
   end
   if q.request_id_header ~= nil then
     ok, err = validate.text("request_id_header", q.request_id_header, 128, false)
-    if not ok then return nil, err end
+    if not ok then return fail(err) end
   end
   local offset, limit = q.offset or 0, q.limit or limits.list_limit
   ok, err = validate.integer("offset", offset, 0)
   if ok then ok, err = validate.integer("limit", limit, 1, limits.list_limit) end
   if ok then ok, err = validate.seconds("timeout", q.timeout, true) end
-  if not ok then return nil, err end
+  if not ok then return fail(err) end
   local key = #ids == 1 and "request_id=" or "request_ids="
   local out, seen, pages = {}, {}, 0
   while true do
     local path = ("/cloud-phone/jobs?%s%s&offset=%d&limit=%d"):format(key, table.concat(ids, ","), offset, limit)
     local body, res = self:_cph("GET", path, nil, { timeout = q.timeout, request_id = q.request_id_header })
-    if not body then return nil, res end
-    if type(body.jobs) ~= "table" then return nil, decode_fail(res, "reply has no 'jobs' list") end
+    if not body then return fail(res) end
+    if type(body.jobs) ~= "table" then return fail(decode_fail(res, "reply has no 'jobs' list")) end
     local n, fresh = #body.jobs, 0
     for i = 1, n do
       local j = body.jobs[i]
@@ -490,7 +531,7 @@ function Client:jobs(q)
     pages = pages + 1
     if n < limit or fresh == 0 or (total and offset >= total) then break end
     if pages >= 1000 then
-      return nil, decode_fail(res, "ListJobs kept returning full pages (1,000 pages, " .. #out .. " jobs)")
+      return fail(decode_fail(res, "ListJobs kept returning full pages (1,000 pages, " .. #out .. " jobs)"))
     end
   end
   return out

@@ -1,6 +1,7 @@
 --- Errors: the one shape every layer of koophone returns as `nil, err`.
 --
--- An error is a plain table with a readable `tostring`:
+-- Public calls fail with `nil, message, err` (see `fail`); `err` is a plain
+-- table with a readable `tostring` and `..`:
 --
 --     { kind = "http" | "vendor" | "validation" | "timeout" | "connect" | "dns"
 --              | "tls" | "decode" | "protocol" | "cancelled",
@@ -16,21 +17,50 @@ local M = {}
 local Error = {}
 Error.__index = Error
 
-local function describe(e)
-  local parts = { "koophone: " .. tostring(e.kind) .. " error" }
-  if e.code and e.code ~= "" then parts[#parts + 1] = tostring(e.code) end
-  if e.http_status then parts[#parts + 1] = "(HTTP " .. tostring(e.http_status) .. ")" end
-  local s = table.concat(parts, " ")
-  if e.message and e.message ~= "" then s = s .. ": " .. tostring(e.message) end
-  if e.field then
-    s = s .. " [field " .. tostring(e.field)
-    if e.limit then s = s .. ", limit " .. tostring(e.limit) end
-    s = s .. "]"
+-- What a failure without an HTTP status or vendor code was, as a sentence.
+local KIND_TEXT = {
+  connect = "could not connect", dns = "could not resolve the host name",
+  tls = "the TLS handshake or certificate check failed", timeout = "timed out",
+  protocol = "the connection failed", decode = "the reply could not be read",
+  cancelled = "cancelled", io = "journal input/output failed",
+}
+
+-- A whole number as "401", never "401.0" (lua-cjson gives floats on 5.3+).
+local function text(v)
+  if type(v) == "number" and v % 1 == 0 and v > -2^53 and v < 2^53 then
+    return ("%d"):format(v)
   end
-  if e.request_id then s = s .. " [request_id " .. tostring(e.request_id) .. "]" end
-  return s
+  return tostring(v)
+end
+M.text = text
+
+-- One line: "HTTP 401 APIGW.0301: incorrect IAM authentication information
+-- [request id …]"; validation errors are their message ("instance_ids has
+-- 33 ids, at most 32 per request").
+local function describe(e)
+  local head = {}
+  if e.http_status then head[#head + 1] = "HTTP " .. text(e.http_status) end
+  if e.code ~= nil and e.code ~= "" then head[#head + 1] = text(e.code) end
+  local s = table.concat(head, " ")
+  local msg = e.message ~= nil and e.message ~= "" and tostring(e.message) or nil
+  if e.kind == "validation" then
+    s = msg or ("invalid " .. tostring(e.field or "input"))
+  elseif s == "" then
+    s = KIND_TEXT[e.kind] or (tostring(e.kind) .. " error")
+    if msg then s = s .. ": " .. msg end
+  elseif msg then
+    s = s .. ": " .. msg
+  end
+  if e.maybe_executed then s = s .. " (the command may have run)" end
+  if e.request_id then s = s .. " [request id " .. tostring(e.request_id) .. "]" end
+  return (s:gsub("[%c]+", " "))
 end
 Error.__tostring = describe
+-- "failed: " .. err works, whichever side the error is on
+Error.__concat = function(a, b)
+  return (getmetatable(a) == Error and describe(a) or tostring(a))
+    .. (getmetatable(b) == Error and describe(b) or tostring(b))
+end
 
 --- Removes the query string of every URL in `s` (signed URLs carry
 -- credentials there) and every occurrence of the given secrets.
@@ -76,6 +106,17 @@ end
 function M.validation(field, message, limit)
   return setmetatable({ kind = "validation", field = field, limit = limit,
                         message = field .. " " .. message, retryable = false }, Error)
+end
+
+--- The failure return of every public call: `nil, message, err`, where
+-- `message` is one line (`tostring(err)`) and `err` the structured table,
+-- so `assert(x())`, `if not x then` and `"failed: " .. msg` all work.
+-- @tparam table err
+-- @return nil
+-- @treturn string message
+-- @treturn table err
+function M.fail(err)
+  return nil, describe(err), err
 end
 
 --- True when `e` is an error made by this module.

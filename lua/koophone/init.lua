@@ -12,6 +12,8 @@
 local client = require "koophone.client"
 local sched = require "koophone.sched"
 local core = require "koophone.core"
+local errors = require "koophone.errors"
+local validate = require "koophone.validate"
 
 local M = {}
 
@@ -25,13 +27,33 @@ M.null = core.null
 --- Creates a client; see `koophone.client.new` for the options.
 -- @tparam[opt] table opts
 -- @treturn Client|nil
--- @treturn ?table err
+-- @treturn ?string message on failure (one line)
+-- @treturn ?table err on failure (a validation error naming the option)
 function M.new(opts) return client.new(opts) end
 
+local ENGINE_OPTIONS = validate.set { "max_connections", "max_host_connections", "multiplex", "pool" }
+
 --- A new engine, to share between clients (`koophone.new{engine = e}`).
--- @tparam[opt] table opts `max_connections`, `max_host_connections`, `multiplex`
+-- @tparam[opt] table opts `max_connections`, `max_host_connections`
+--   (0: no limit), `multiplex` (HTTP/2, default true), `pool` (reset
+--   handles kept for reuse, default 256)
 -- @return engine
-function M.engine(opts) return core.engine(opts) end
+-- @treturn ?string message on failure (one line)
+-- @treturn ?table err on failure: a validation error naming the option
+function M.engine(opts)
+  if opts ~= nil then
+    if type(opts) ~= "table" then return errors.fail(errors.validation("opts", "must be a table")) end
+    local ok, err = validate.known_keys("engine option", opts, ENGINE_OPTIONS)
+    for _, k in ipairs { "max_connections", "max_host_connections", "pool" } do
+      if ok and opts[k] ~= nil then ok, err = validate.integer(k, opts[k], 0, 100000) end
+    end
+    if ok and opts.multiplex ~= nil and type(opts.multiplex) ~= "boolean" then
+      ok, err = nil, errors.validation("multiplex", "must be true or false")
+    end
+    if not ok then return errors.fail(err) end
+  end
+  return core.engine(opts)
+end
 
 local default_runner
 

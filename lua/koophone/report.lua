@@ -109,18 +109,22 @@ end
 --   and `merge` (return `self:merge(new)` instead of the new report)
 -- @treturn Report|nil the report of the ids retried (or the merged one);
 --   a report with no rows when nothing needed a retry
--- @treturn ?table err
+-- @treturn ?string message on failure (one line)
+-- @treturn ?table err on failure
 function Report:retry_failed(client, opts)
   client = client or self.client
   local op = self.operation
   if not client or not op then
-    return nil, require("koophone.errors").validation("client", "is required: this report has no operation to retry")
+    local errors = require "koophone.errors"
+    return errors.fail(errors.validation("client", "is required: this report has no operation to retry"))
   end
   opts = opts or {}
   local base = {}
   for k, v in pairs(self.opts or {}) do base[k] = v end
   for k, v in pairs(opts) do base[k] = v end
   base.journal = opts.journal -- never append to the first batch's journal
+  -- this method's own options, and a resume's
+  base.statuses, base.merge, base.submit_missing, base.app = nil, nil, nil, nil
   local want
   if opts.statuses then
     want = {}
@@ -137,9 +141,9 @@ function Report:retry_failed(client, opts)
     new = M.new { rows = {}, operation = op, client = client, opts = base }
   else
     local batch = require "koophone.batch"
-    local err
-    new, err = batch.operation(client, op, ids, base)
-    if not new then return nil, err end
+    local msg, err
+    new, msg, err = batch.operation(client, op, ids, base)
+    if not new then return nil, msg, err end
   end
   if opts.merge then return self:merge(new) end
   return new

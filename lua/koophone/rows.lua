@@ -17,8 +17,18 @@ local M = {}
 function M.text(v)
   local t = type(v)
   if t == "string" then if v == "" then return nil end return v end
+  if t == "number" and v % 1 == 0 and v > -2^53 and v < 2^53 then return ("%d"):format(v) end
   if t == "number" or t == "boolean" then return tostring(v) end
   return nil -- nil, JSON null, tables
+end
+
+--- True for the envelope codes that mean success: `"0"`, `0` (lua-cjson
+-- gives `0.0` on Lua 5.3+), `""`, JSON null, or no code at all.
+-- @param code
+-- @treturn boolean
+function M.success_code(code)
+  return code == nil or code == "0" or code == 0 or code == "" or
+    (type(code) == "userdata" and code == require("koophone.core").null)
 end
 
 --- Maps the vendor's job status (1, 2, -1, as number or string).

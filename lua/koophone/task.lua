@@ -24,6 +24,7 @@
 local sched = require "koophone.sched"
 local rows = require "koophone.rows"
 local errors = require "koophone.errors"
+local validate = require "koophone.validate"
 
 local Task = {}
 Task.__index = Task
@@ -152,12 +153,13 @@ end
 -- One status query (runs inside the task's own managed coroutine).
 function Task:_query()
   local c = self.client
+  local list, _, err
   if self.kind == "restart" then
-    local list, err = c:jobs { request_id = self.id }
-    if not list then return nil, err end
-    return list
+    list, _, err = c:jobs { request_id = self.id }
+  else
+    list, _, err = c:query_task(self.id)
   end
-  return c:query_task(self.id)
+  return list, err
 end
 
 -- Called when a query coroutine ends.
@@ -264,15 +266,37 @@ function Task:due()
   return self.next_due
 end
 
+local WAIT_OPTIONS = validate.set { "timeout", "interval", "max_interval", "ratio", "on_progress" }
+
+-- Every option of wait(): known, finite, positive (a NaN interval would
+-- never poll and report finished jobs as timed out).
+local function check_wait_opts(opts)
+  if type(opts) ~= "table" then return nil, errors.validation("opts", "must be a table") end
+  local ok, err = validate.known_keys("option", opts, WAIT_OPTIONS)
+  for _, k in ipairs { "timeout", "interval", "max_interval", "ratio" } do
+    if ok then ok, err = validate.seconds(k, opts[k], true) end
+  end
+  if ok and opts.ratio ~= nil and opts.ratio > 1 then
+    ok, err = nil, errors.validation("ratio", "must be at most 1 (a share of the task's age), got " .. opts.ratio, 1)
+  end
+  if ok and opts.on_progress ~= nil and type(opts.on_progress) ~= "function" then
+    ok, err = nil, errors.validation("on_progress", "must be a function")
+  end
+  return ok, err
+end
+
 --- Waits until no job is running, or the timeout.
 -- @tparam[opt] table opts `timeout` (seconds; the client's task_timeout),
 --   `interval` (first query delay and shortest gap), `max_interval`, `ratio`,
 --   `on_progress(done, total, task)` (called when jobs finish)
 -- @treturn {table,...}|nil rows, every id once
+-- @treturn ?string message on failure (one line)
 -- @treturn ?table err on timeout or when the task cannot be read:
 --   `err.kind` and `err.rows` (running ids as status "timeout")
 function Task:wait(opts)
   opts = opts or {}
+  local ok, err = check_wait_opts(opts)
+  if not ok then return errors.fail(err) end
   if opts.interval then
     self.interval = opts.interval
     self.next_due = math.min(self.next_due, self.started + opts.interval)
@@ -293,16 +317,16 @@ function Task:wait(opts)
     if done then
       if self.last_error and not self.last_error.retryable then
         local e = self.last_error
-        return nil, errors.new { kind = e.kind, http_status = e.http_status, code = e.code,
-                                 message = e.message, request_id = e.request_id, rows = self:results() }
+        return errors.fail(errors.new { kind = e.kind, http_status = e.http_status, code = e.code,
+                                        message = e.message, request_id = e.request_id, rows = self:results() })
       end
       return self:results()
     end
     local t = sched.now()
     if t >= deadline then
       local rs = self:expire()
-      return nil, errors.new { kind = "timeout", rows = rs, task_id = self.id,
-                               message = ("task %s: jobs still running after %gs"):format(self.id, timeout) }
+      return errors.fail(errors.new { kind = "timeout", rows = rs, task_id = self.id,
+        message = ("task %s: jobs still running after %gs"):format(self.id, timeout) })
     end
     local at, req = self:due()
     if req then

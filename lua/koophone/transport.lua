@@ -69,8 +69,22 @@ end
 
 local function text(v)
   if v == nil or type(v) == "userdata" or type(v) == "table" then return nil end
-  return tostring(v)
+  return errors.text(v)
 end
+
+-- What curl's terse texts mean for the caller, by curl result code (its own
+-- text stays in `err.detail`): a user should read what happened, not
+-- "necessary data rewind wasn't possible".
+local CURL_SAYS = {
+  [18] = "the reply was cut short",                                           -- PARTIAL_FILE
+  [52] = "the server closed the connection without replying",                 -- GOT_NOTHING
+  [55] = "the connection broke while the request was being sent",             -- SEND_ERROR
+  [56] = "the connection broke while the reply was being read",               -- RECV_ERROR
+  [65] = "the connection closed after the request was sent, before any reply", -- SEND_FAIL_REWIND
+  [16] = "the HTTP/2 connection failed",                                      -- HTTP2
+  [92] = "the HTTP/2 stream was reset",                                       -- HTTP2_STREAM
+  [8] = "the server's reply was not valid HTTP",                              -- WEIRD_SERVER_REPLY
+}
 
 -- Maps one finished attempt to nil (success) or an error table.
 function Transport:_classify(res, cerr, method)
@@ -79,9 +93,10 @@ function Transport:_classify(res, cerr, method)
   end
   local secrets = self.auth and self.auth.secrets and self.auth:secrets() or nil
   if cerr then
+    local detail = errors.scrub(cerr.message, secrets)
     local e = errors.new {
-      kind = cerr.kind, message = errors.scrub(cerr.message, secrets), curl_code = cerr.curl_code,
-      request_id = cerr.request_id, sent = cerr.sent,
+      kind = cerr.kind, message = CURL_SAYS[cerr.curl_code] or detail, detail = detail,
+      curl_code = cerr.curl_code, request_id = cerr.request_id, sent = cerr.sent,
     }
     if method == "GET" then e.retryable = GET_RETRY[e.kind] or false
     else

@@ -115,7 +115,11 @@ function M.text(field, v, max, required, allow_empty)
   return true
 end
 
---- A duration in seconds: a finite number >= 0.
+--- The longest duration accepted anywhere (a year): in milliseconds it
+-- still fits the C core's integers exactly.
+M.limits.max_seconds = 365 * 86400
+
+--- A duration in seconds: a finite number >= 0, at most a year.
 -- @tparam string field
 -- @param v
 -- @tparam[opt] boolean positive require > 0
@@ -126,6 +130,10 @@ function M.seconds(field, v, positive)
   end
   if v < 0 or (positive and v == 0) then
     return nil, bad(field, "must be " .. (positive and "> 0" or ">= 0") .. " seconds, got " .. tostring(v))
+  end
+  if v > M.limits.max_seconds then
+    return nil, bad(field, ("must be at most %d seconds (a year), got %g"):format(M.limits.max_seconds, v),
+                    M.limits.max_seconds)
   end
   return true
 end
@@ -145,7 +153,73 @@ function M.integer(field, v, min, max)
   return true
 end
 
+-- Edit distance (Levenshtein), for "did you mean" hints.
+local function distance(a, b)
+  local prev, cur = {}, {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    cur[0] = i
+    local ca = a:byte(i)
+    for j = 1, #b do
+      local cost = ca == b:byte(j) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+    end
+    prev, cur = cur, prev
+  end
+  return prev[#b]
+end
+
+--- The known name closest to `name` (at most two edits away, or a
+-- different case), if any.
+-- @tparam string name
+-- @tparam table known a set (`name -> true`)
+-- @treturn ?string
+function M.closest(name, known)
+  local best, best_d
+  for k in pairs(known) do
+    local d = distance(name:lower(), k:lower())
+    if d <= 2 and d < #k and (not best_d or d < best_d or (d == best_d and k < best)) then
+      best, best_d = k, d
+    end
+  end
+  return best
+end
+
+--- Refuses keys of an option table that are not in `known`: a typo such as
+-- `timout` must not pass silently.
+-- @tparam string where what the table is, for messages ("option", "restart entry")
+-- @tparam table t the table
+-- @tparam table known a set (`name -> true`)
+-- @tparam[opt] string prefix prepended to the field name ("phones[2].")
+-- @treturn boolean|nil true, or nil and a validation error naming the key
+-- @treturn ?table err
+function M.known_keys(where, t, known, prefix)
+  local unknown
+  for k in pairs(t) do
+    if not known[k] and (unknown == nil or tostring(k) < tostring(unknown)) then unknown = k end
+  end
+  if unknown == nil then return true end
+  local name = tostring(unknown)
+  local msg = ("unknown %s '%s'"):format(where, name)
+  local hint = type(unknown) == "string" and M.closest(unknown, known)
+  if hint then msg = msg .. (" (did you mean '%s'?)"):format(hint) end
+  local e = bad((prefix or "") .. name, "")
+  e.message = msg
+  return nil, e
+end
+
+--- A set from a list of names.
+-- @tparam {string,...} list
+-- @treturn table
+function M.set(list)
+  local s = {}
+  for _, k in ipairs(list) do s[k] = true end
+  return s
+end
+
 local property_json = require("cjson").new()
+
+local PHONE_FIELDS = { phone_id = true, id = true, property = true }
 
 --- One phone of a batch-restart: a phone id, or `{phone_id=, property=}`
 -- where `property` is a table of attributes or a JSON object string.
@@ -158,6 +232,8 @@ local property_json = require("cjson").new()
 function M.phone(p, where)
   if type(p) == "string" then return { phone_id = p } end
   if type(p) ~= "table" then return nil, bad(where, "must be a phone id or {phone_id=, property=}") end
+  local ok, kerr = M.known_keys("restart entry field", p, PHONE_FIELDS, where .. ".")
+  if not ok then return nil, kerr end
   local entry = { phone_id = p.phone_id or p.id }
   if entry.phone_id == nil then return nil, bad(where .. ".phone_id", "is required") end
   if type(entry.phone_id) ~= "string" then
@@ -168,12 +244,12 @@ function M.phone(p, where)
     if next(prop) ~= nil and #prop > 0 then
       return nil, bad(pwhere, "must be a table of attributes (a JSON object), not a list")
     end
-    local ok, s = pcall(property_json.encode, prop)
-    if not ok then return nil, bad(pwhere, "cannot be encoded as JSON") end
+    local encoded, s = pcall(property_json.encode, prop)
+    if not encoded then return nil, bad(pwhere, "cannot be encoded as JSON") end
     entry.property = s == "[]" and "{}" or s
   elseif type(prop) == "string" then
-    local ok, v = pcall(property_json.decode, prop)
-    if not ok or type(v) ~= "table" or (next(v) ~= nil and #v > 0) then
+    local decoded, v = pcall(property_json.decode, prop)
+    if not decoded or type(v) ~= "table" or (next(v) ~= nil and #v > 0) then
       return nil, bad(pwhere, "must be a JSON object string such as '{\"wifi_name\":\"lab\"}'")
     end
     entry.property = prop
@@ -202,16 +278,12 @@ for _, f in ipairs(INSTALL_TEXT) do INSTALL_FIELDS[f[1]] = true end
 function M.app(app)
   if type(app) ~= "table" then return nil, bad("app", "must be a table of install fields") end
   local body = { biz_type = "apk", content_type = "application/octet-stream", content_md5 = "" }
-  for k, v in pairs(app) do
-    if not INSTALL_FIELDS[k] then
-      return nil, bad(tostring(k), "is not an install field (known: object_name, file_name, object_version, "
-                      .. "object_size, fast_install, biz_type, content_type, content_md5, install_package_url)")
-    end
-    body[k] = v
-  end
+  local ok, kerr = M.known_keys("install field", app, INSTALL_FIELDS)
+  if not ok then return nil, kerr end
+  for k, v in pairs(app) do body[k] = v end
   for _, f in ipairs(INSTALL_TEXT) do
-    local ok, err = M.text(f[1], body[f[1]], f[2], f[3], f[4])
-    if not ok then return nil, err end
+    local valid, err = M.text(f[1], body[f[1]], f[2], f[3], f[4])
+    if not valid then return nil, err end
   end
   if not body.install_package_url:match("^https?://[^/%s]") or body.install_package_url:find("%s") then
     return nil, bad("install_package_url", "must be an http(s) URL without spaces", M.limits.url_chars)

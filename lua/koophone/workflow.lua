@@ -30,6 +30,7 @@ local report_mod = require "koophone.report"
 local errors = require "koophone.errors"
 local sched = require "koophone.sched"
 local rows_mod = require "koophone.rows"
+local validate = require "koophone.validate"
 
 local M = {}
 
@@ -61,7 +62,20 @@ function M.new(client, opts)
   for k, v in pairs(opts) do
     if k ~= "phone_to_instance" and k ~= "instance_to_phone" and k ~= "ids" then self.defaults[k] = v end
   end
+  self:_check("workflow option", self.defaults, batch.OPTIONS)
   return self
+end
+
+-- Step options a built-in step takes besides the batch's.
+local STEP_OPTIONS = validate.set { "name", "ids", "expect" }
+for k in pairs(batch.OPTIONS) do STEP_OPTIONS[k] = true end
+
+-- Keeps the first bad option found while the workflow is built: the
+-- builder methods chain, so execute() reports it before anything is sent.
+function Workflow:_check(where, opts, known)
+  if self.bad then return end
+  local ok, err = validate.known_keys(where, opts, known)
+  if not ok then self.bad = err end
 end
 
 --- A workflow under construction.
@@ -69,6 +83,7 @@ end
 
 function Workflow:_add(kind, domain, opts, fn)
   opts = opts or {}
+  if kind ~= "step" then self:_check(kind .. " step option", opts, STEP_OPTIONS) end
   local name = opts.name or kind
   self.names[name] = (self.names[name] or 0) + 1
   if self.names[name] > 1 then name = name .. "#" .. self.names[name] end
@@ -132,14 +147,14 @@ end
 function Workflow:run(command, opts)
   local expect = check_expect(opts and opts.expect)
   return self:_add("run", "instance", opts, function(client, ids, o)
-    local rep, err = batch.run(client, command, ids, o)
-    if not rep or not expect then return rep, err end
+    local rep, msg, err = batch.run(client, command, ids, o)
+    if not rep or not expect then return rep, msg, err end
     for _, row in ipairs(rep.rows) do
       if row.status == "ok" then
-        local ok, msg = expect(row)
-        if not ok then
+        local met, why = expect(row)
+        if not met then
           row.status = "failed"
-          row.message = msg or "output is not what was expected"
+          row.message = why or "output is not what was expected"
           row.expectation = true
         end
       end
@@ -184,12 +199,14 @@ end
 --- Runs the steps in order.
 -- @treturn koophone.report.Report|nil one row per input id (`step`,
 --   `dropped_at`); `summary.steps` lists `{name, total, ok}` per step
+-- @treturn ?string message on failure (one line)
 -- @treturn ?table err a validation error of a step (with `err.step`)
 function Workflow:execute()
   local client = self.client
   local input = self.ids
+  if self.bad then return errors.fail(self.bad) end
   if type(input) ~= "table" or #input == 0 then
-    return nil, errors.validation("ids", "the first step needs ids (a non-empty list)")
+    return errors.fail(errors.validation("ids", "the first step needs ids (a non-empty list)"))
   end
   local started = sched.now()
   local order, cur, final = {}, {}, {}
@@ -238,10 +255,14 @@ function Workflow:execute()
     domain = sdomain
     alive = still
     if #ids == 0 then break end
-    local rep, err = step.fn(client, ids, self:_batch_opts(step))
+    local rep, msg, err = step.fn(client, ids, self:_batch_opts(step))
     if not rep then
-      if type(err) == "table" then err.step = step.name end
-      return nil, err
+      -- a custom step may fail with `nil, message, err` or `nil, err`
+      if not errors.is(err) then
+        err = errors.is(msg) and msg or errors.new { kind = "step", message = tostring(msg or err) }
+      end
+      err.step = step.name
+      return errors.fail(err)
     end
     local list = rep.rows or rep
     if rep.summary then requests = requests + (rep.summary.requests or 0) end

@@ -52,6 +52,22 @@ http {
                 })
             }
         }
+        # the README's error idioms inside nginx (LuaJIT): assert(x()),
+        # "msg: " .. err, ngx.say(err) and ngx.log(ngx.ERR, err)
+        location = /idioms {
+            content_by_lua_block {
+                local koophone = require "koophone"
+                local c, err, e = koophone.new { endpoint = @URL@ }
+                ngx.log(ngx.WARN, "idiom log: ", err)
+                ngx.say("say: ", err)
+                ngx.say("concat: " .. e)
+                local ok, raised = pcall(function() return assert(koophone.new { endpoint = @URL@ }) end)
+                ngx.say("assert: ", tostring(ok), " ", type(raised), " ", raised)
+                local rows, msg = KP_CLIENT:sync_command("", { "kp000001" })
+                ngx.say("call: ", tostring(rows), " ", msg)
+                ngx.say("client: ", tostring(c))
+            }
+        }
         location = /batch {
             content_by_lua_block {
                 local cjson = require "cjson"
@@ -63,7 +79,7 @@ http {
                 local ids = {}
                 for i = 0, n - 1 do ids[#ids + 1] = string.format("kp%06d", i) end
                 local t0 = ngx.now()
-                local rep, err = batch.run(KP_CLIENT, "echo hi", ids,
+                local rep, _, err = batch.run(KP_CLIENT, "echo hi", ids,
                     { concurrency = tonumber(args.concurrency) or 16 })
                 adapter.install()
                 if not rep then

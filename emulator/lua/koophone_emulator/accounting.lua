@@ -87,10 +87,12 @@ function M.executions(instance)
 end
 
 function M.stats()
-  local by, peak_by = {}, {}
+  local by, peak_by, thr_by = {}, {}, {}
   for _, key in ipairs(C:get_keys(0)) do
     local ep = key:match("^ep:(.*)$")
     if ep then by[ep] = C:get(key) end
+    ep = key:match("^throttled:(.*)$")
+    if ep then thr_by[ep] = C:get(key) end
     ep = key:match("^peak:(.*)$")
     if ep then peak_by[ep] = C:get(key) end
   end
@@ -102,6 +104,9 @@ function M.stats()
     peak_inflight_by_endpoint = peak_by,
     connections = C:get("connections") or 0,
     executions = C:get("exec_total") or 0,
+    -- 429s answered by the scenario's rate_limit (not by 429 faults)
+    throttled = C:get("throttled") or 0,
+    throttled_by_endpoint = thr_by,
   }
 end
 

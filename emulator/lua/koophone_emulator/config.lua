@@ -40,6 +40,17 @@ M.defaults = {
   max_sleep = 60,
   max_execute_msg = 1024,
   request_log_max = 100000,
+  -- "seed" (the seed pages' shapes) or "sdk" (the Java SDK >= 3.1.207: flat
+  -- install reply, FULFILL task ids, install jobs 0 -> 1 -> 2/3)
+  vendor = "seed",
+  -- error bodies: "error_code" | "errorCode" | "code" | "nested"
+  error_style = "error_code",
+  -- per-user gateway throttling, e.g. {limit = 200, window = 300}; off when absent
+  rate_limit = nil,
+  -- installs that report success but never land: {ratio = 0.05, instances = {...}}
+  install_silent_fail = nil,
+  max_instance_ids = 100,   -- reboot, batch-reset, backup, batch-query-status
+  max_page_size = 200,      -- batch-query and app-list
 }
 
 -- two-level merge: objects merge key by key at the top level and one level
@@ -80,6 +91,28 @@ local function check(cfg)
     if not ok then error("config: commands[" .. i .. "].match is not a valid Lua pattern", 0) end
   end
   if type(cfg.faults) ~= "table" then error("config: faults must be a list", 0) end
+  if cfg.vendor ~= "seed" and cfg.vendor ~= "sdk" then error("config: vendor must be \"seed\" or \"sdk\"", 0) end
+  local styles = { error_code = true, errorCode = true, code = true, nested = true }
+  if not styles[cfg.error_style] then
+    error("config: error_style must be one of error_code, errorCode, code, nested", 0)
+  end
+  local rl = cfg.rate_limit
+  if rl ~= nil then
+    if type(rl) ~= "table" or type(rl.limit) ~= "number" or rl.limit < 1
+        or type(rl.window) ~= "number" or rl.window <= 0 then
+      error("config: rate_limit must be {limit = number >= 1, window = seconds > 0}", 0)
+    end
+  end
+  local sf = cfg.install_silent_fail
+  if sf ~= nil then
+    if type(sf) ~= "table" or (sf.ratio ~= nil and (type(sf.ratio) ~= "number" or sf.ratio < 0 or sf.ratio > 1))
+        or (sf.instances ~= nil and type(sf.instances) ~= "table") then
+      error("config: install_silent_fail must be {ratio = 0..1, instances = [ids]}", 0)
+    end
+  end
+  for _, k in ipairs { "max_instance_ids", "max_page_size" } do
+    if type(cfg[k]) ~= "number" or cfg[k] < 1 then error("config: " .. k .. " must be a number >= 1", 0) end
+  end
   return cfg
 end
 M.check = check
@@ -120,6 +153,24 @@ local function prepare(cfg)
   for _, id in ipairs(cfg.fleet.extra_phones or {}) do ph[id] = true end
   cfg._extra_instances = inst
   cfg._extra_phones = ph
+  local silent = {}
+  local sf = cfg.install_silent_fail
+  if type(sf) == "table" and type(sf.instances) == "table" then
+    for _, id in ipairs(sf.instances) do silent[id] = true end
+  end
+  cfg._silent = silent
+  -- the listed fleet: numbered ids first, then the other known ids, sorted
+  local ilist, plist = {}, {}
+  for id in pairs(inst) do ilist[#ilist + 1] = id end
+  for id in pairs(ph) do plist[#plist + 1] = id end
+  for id in pairs(cfg.overrides) do
+    -- an override id counts for both kinds unless it is a known id of the other
+    if not id:match("^kp%d%d%d%d%d%d$") and not inst[id] and not ph[id] then ilist[#ilist + 1] = id end
+    if not id:match("^ph%d%d%d%d%d%d$") and not ph[id] and not inst[id] then plist[#plist + 1] = id end
+  end
+  table.sort(ilist)
+  table.sort(plist)
+  cfg._instance_extras, cfg._phone_extras = ilist, plist
   return cfg
 end
 

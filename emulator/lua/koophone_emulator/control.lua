@@ -91,6 +91,8 @@ routes["POST /_emulator/reset"] = function()
   acct.reset()
   ngx.shared.kp_tasks:flush_all(); ngx.shared.kp_tasks:flush_expired(0)
   ngx.shared.kp_jobs:flush_all(); ngx.shared.kp_jobs:flush_expired(0)
+  require("koophone_emulator.state").flush()
+  ngx.shared.kp_rl:flush_all(); ngx.shared.kp_rl:flush_expired(0)
   return reply(200, { ok = true })
 end
 

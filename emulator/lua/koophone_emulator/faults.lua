@@ -123,7 +123,7 @@ local function error_body(fam, status, msg)
     local titles = { [500] = "Internal Server Error", [503] = "Service Unavailable", [429] = "Too Many Requests" }
     return util.iam_err(status, msg, titles[status])
   elseif status == 429 then
-    return util.err("APIG.0308", "The throttling threshold has been reached.")
+    return util.err("APIGW.0308", "The throttling threshold has been reached.")
   elseif fam == "cph" then
     return util.err("CPS.9999", msg)
   end
@@ -140,9 +140,11 @@ end
 local REMOVE = {
   ["sync-command"] = "data", ["async-command"] = "data", task = "data", install = "data",
   restart = "jobs", jobs = "jobs", job = "status", token = "token",
+  reboot = "data", reset = "data", backup = "data", status = "data", instances = "data", apps = "data",
+  phone = "status", phones = "phones", ["phone-reset"] = "jobs",
 }
 
-local LISTS = { cmd_results = true, cmd_jobs = true, jobs = true }
+local LISTS = { cmd_results = true, cmd_jobs = true, jobs = true, status_results = true, result = true, phones = true }
 
 local function wrong_types(t)
   if type(t) ~= "table" then return t end

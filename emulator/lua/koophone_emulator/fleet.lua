@@ -18,6 +18,43 @@ function M.is_phone(cfg, id)
   return cfg._extra_phones[id] == true or cfg.overrides[id] ~= nil
 end
 
+--- Does an install on this instance report success without landing?
+-- (scenario install_silent_fail: listed instances, or a seeded fraction)
+function M.install_silently_fails(cfg, id)
+  if cfg._silent[id] then return true end
+  local sf = cfg.install_silent_fail
+  local r = type(sf) == "table" and tonumber(sf.ratio) or 0
+  return r > 0 and util.fraction(cfg.seed, "silent-install", id) < r
+end
+
+--- How many instances (kind "instance") or phones ("phone") the fleet lists.
+function M.count(cfg, kind)
+  if kind == "phone" then return cfg.fleet.phones + #cfg._phone_extras end
+  return cfg.fleet.instances + #cfg._instance_extras
+end
+
+--- The i-th (1-based) id of the listed fleet: numbered ids, then the others.
+function M.id_at(cfg, kind, i)
+  local n = kind == "phone" and cfg.fleet.phones or cfg.fleet.instances
+  if i <= n then return string.format(kind == "phone" and "ph%06d" or "kp%06d", i - 1) end
+  return (kind == "phone" and cfg._phone_extras or cfg._instance_extras)[i - n]
+end
+
+--- The 1-based index of an id in the listed fleet, or nil.
+function M.index_of(cfg, kind, id)
+  local phone = kind == "phone"
+  local n = match(id, phone and "^ph(%d%d%d%d%d%d)$" or "^kp(%d%d%d%d%d%d)$")
+  local size = phone and cfg.fleet.phones or cfg.fleet.instances
+  if n then
+    n = tonumber(n)
+    return n < size and n + 1 or nil
+  end
+  for j, x in ipairs(phone and cfg._phone_extras or cfg._instance_extras) do
+    if x == id then return size + j end
+  end
+  return nil
+end
+
 local LS_SYSTEM = table.concat({
   "total 112",
   "drwxr-xr-x  62 root root  4096 2009-01-01 08:00 app",

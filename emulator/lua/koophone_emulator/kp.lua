@@ -3,6 +3,7 @@
 local util = require "koophone_emulator.util"
 local fleet = require "koophone_emulator.fleet"
 local acct = require "koophone_emulator.accounting"
+local state = require "koophone_emulator.state"
 
 local ngx = ngx
 local T = ngx.shared.kp_tasks
@@ -35,6 +36,7 @@ local function check_ids(ids, field, max)
     if #id > 32 then return "Parameter " .. field .. " is invalid: each id has at most 32 characters." end
   end
 end
+M.check_ids = check_ids
 
 function M.sync(cfg)
   local body, err = util.read_json()
@@ -57,8 +59,11 @@ function M.sync(cfg)
 end
 
 -- Task storage: one string per task:
---   "<all-done time>\n<complete reply body>\n" then one line per job
---   "<finish time>\t<running job JSON>\t<final job JSON>"
+--   "<all-done time>\n<complete reply body>\n" then one line per job:
+--   phases "<until time>\t<job JSON before it>", then the final job JSON;
+--   "<finish>\t<running>\t<final>", or with the SDK's install lifecycle
+--   "<start>\t<not run yet (0)>\t<finish>\t<running>\t<final>".
+-- (JSON escapes tabs and newlines inside strings, so both separate safely.)
 local TASK_HEAD = '{"error_code":"0","error_msg":"ok","data":{"jobs":['
 local TASK_TAIL = ']}}'
 
@@ -68,8 +73,15 @@ local function job_json(job_id, o)
     .. ',"error_msg":' .. encode(o.error_msg) .. ',"execute_msg":' .. (msg == nil and "null" or encode(msg)) .. '}'
 end
 
--- create the jobs of a task; returns the cmd_jobs list
-local function create_task(cfg, task_id, ids, cmd, job_id_of, default_duration)
+local function phase_json(job_id, status)
+  return '{"job_id":' .. encode(job_id) .. ',"status":' .. status .. ',"error_code":"","error_msg":"","execute_msg":null}'
+end
+
+-- create the jobs of a task; returns the cmd_jobs list.
+-- opts.sdk: jobs are 0 (not run yet) for their first third, failures are 3;
+-- opts.on_job(id, outcome, now, finish) is called for each known instance.
+local function create_task(cfg, task_id, ids, cmd, job_id_of, default_duration, opts)
+  opts = opts or {}
   ngx.update_time()
   local now = ngx.now()
   local lines, finals, cmd_jobs = {}, {}, {}
@@ -81,11 +93,16 @@ local function create_task(cfg, task_id, ids, cmd, job_id_of, default_duration)
     if o.unknown then dur = 0 elseif dur == nil then dur = default_duration end
     local finish = now + dur
     if finish > all_done then all_done = finish end
+    if opts.sdk and o.status ~= 2 then o.status = 3 end
+    if opts.on_job and not o.unknown then opts.on_job(id, o, now, finish) end
     local job_id = job_id_of(i)
     local final = job_json(job_id, o)
     finals[i] = final
-    lines[i] = format("%.3f", finish) .. "\t" .. '{"job_id":' .. encode(job_id)
-      .. ',"status":1,"error_code":"","error_msg":"","execute_msg":null}' .. "\t" .. final
+    local line = format("%.3f", finish) .. "\t" .. phase_json(job_id, 1) .. "\t" .. final
+    if opts.sdk and dur > 0 then
+      line = format("%.3f", now + dur / 3) .. "\t" .. phase_json(job_id, 0) .. "\t" .. line
+    end
+    lines[i] = line
     cmd_jobs[i] = { instance_id = id, job_id = job_id }
   end
   local value = format("%.3f", all_done) .. "\n" .. TASK_HEAD .. concat(finals, ",") .. TASK_TAIL
@@ -93,11 +110,13 @@ local function create_task(cfg, task_id, ids, cmd, job_id_of, default_duration)
   T:set(task_id, value)
   return cmd_jobs
 end
+M.create_task = create_task
 
 local function duration_of(cfg, name)
   local d = cfg.durations
   return tonumber(d[name]) or tonumber(d.default) or 1
 end
+M.duration_of = duration_of
 
 function M.async(cfg)
   local body, err = util.read_json()
@@ -124,14 +143,15 @@ function M.task(cfg, task_id)
   if now >= tonumber(sub(v, 1, p1 - 1)) then return 200, sub(v, p1 + 1, p2 - 1) end
   local parts, n, pos, len = {}, 0, p2 + 1, #v
   while pos <= len do
-    local t1 = find(v, "\t", pos, true)
-    local t2 = find(v, "\t", t1 + 1, true)
-    local e = find(v, "\n", t2 + 1, true) or len + 1
+    local e = find(v, "\n", pos, true) or len + 1
+    local p = pos
     n = n + 1
-    if now >= tonumber(sub(v, pos, t1 - 1)) then
-      parts[n] = sub(v, t2 + 1, e - 1)
-    else
-      parts[n] = sub(v, t1 + 1, t2 - 1)
+    while true do
+      local t1 = find(v, "\t", p, true)
+      if not t1 or t1 > e then parts[n] = sub(v, p, e - 1); break end
+      local t2 = find(v, "\t", t1 + 1, true)
+      if now < tonumber(sub(v, p, t1 - 1)) then parts[n] = sub(v, t1 + 1, t2 - 1); break end
+      p = t2 + 1
     end
     pos = e + 1
   end
@@ -176,11 +196,24 @@ function M.install(cfg)
   if e then return bad(e) end
   local ids = body.instance_id_list
   local seed = cfg.seed
-  local task_id = "ZGCA" .. util.b64id(seed, "install-task", util.reserve("task", 1))
+  local sdk = cfg.vendor == "sdk"
+  local task_id = (sdk and "FULFILL" or "ZGCA") .. util.b64id(seed, "install-task", util.reserve("task", 1))
   local first = util.reserve("job", #ids)
+  -- object_name is the package name the app gets (SDK InstallAppReq)
+  local pkg, version = body.object_name, body.object_version
+  local name = (body.file_name:gsub("%.[Aa][Pp][Kk]$", ""))
+  local function landed(id, o, _, finish)
+    if o.status == 2 and not fleet.install_silently_fails(cfg, id) then
+      state.add_app(id, pkg, version, name, finish)
+    end
+  end
   local cmd_jobs = create_task(cfg, task_id, ids, "install " .. body.object_name,
-    function(i) return util.b64id(seed, "install-job", first + i - 1) end, duration_of(cfg, "install"))
-  return 200, { error_code = "0", error_msg = "OK", data = { data = { task_id = task_id, cmd_jobs = cmd_jobs } } }
+    function(i) return util.b64id(seed, "install-job", first + i - 1) end, duration_of(cfg, "install"),
+    { sdk = sdk, on_job = landed })
+  local data = { task_id = task_id, cmd_jobs = cmd_jobs }
+  -- the SDK since 3.1.207 (InstallAppResponse.data: TaskDataResult) is flat
+  if sdk then return 200, { error_code = "0", error_msg = "OK", data = data } end
+  return 200, { error_code = "0", error_msg = "OK", data = { data = data } }
 end
 
 return M

@@ -7,6 +7,8 @@ local faults = require "koophone_emulator.faults"
 local iam = require "koophone_emulator.iam"
 local kp = require "koophone_emulator.kp"
 local cph = require "koophone_emulator.cph"
+local instances = require "koophone_emulator.instances"
+local ratelimit = require "koophone_emulator.ratelimit"
 
 local ngx = ngx
 local sub, match = string.sub, string.match
@@ -16,9 +18,18 @@ local M = {}
 local HANDLERS = {
   ["sync-command"] = kp.sync, ["async-command"] = kp.async, task = kp.task, install = kp.install,
   restart = cph.restart, job = cph.job, jobs = cph.jobs, token = iam.token,
+  reboot = instances.reboot, reset = instances.reset, backup = instances.backup, status = instances.status,
+  instances = instances.list, apps = instances.apps,
+  phone = cph.phone, phones = cph.phones, ["phone-reset"] = cph.reset,
 }
--- endpoints whose page marks x-request-id mandatory
-local NEED_RID = { ["sync-command"] = true, ["async-command"] = true, task = true }
+-- endpoints whose page (or SDK: app-list) marks the x-request-id header mandatory;
+-- batch-query wants it as a query parameter (instances.list checks it)
+local NEED_RID = { ["sync-command"] = true, ["async-command"] = true, task = true, apps = true }
+
+-- the operations from the vendor's SDKs (docs/vendor.md)
+local KP_SDK = { reboot = "reboot", ["batch-reset"] = "reset", backup = "backup",
+                 ["batch-query-status"] = "status", ["batch-query"] = "instances" }
+local KP_SDK_METHOD = { instances = "GET" }
 
 -- returns endpoint, expected method, path argument, project id
 local function route(uri)
@@ -32,6 +43,10 @@ local function route(uri)
     if rest == "sync-command" then return "sync-command", "POST" end
     if rest == "async-command" then return "async-command", "POST" end
     if rest == "app/install" then return "install", "POST" end
+    local op = KP_SDK[rest]
+    if op then return op, KP_SDK_METHOD[op] or "POST" end
+    local iid = match(rest, "^([^/]+)/app%-list$")
+    if iid then return "apps", "GET", iid end
     return nil
   end
   if uri == "/v3/auth/tokens" then return "token", "POST" end
@@ -39,6 +54,10 @@ local function route(uri)
   if not pid then return nil end
   if tail == "phones/batch-restart" then return "restart", "POST", nil, pid end
   if tail == "jobs" then return "jobs", "GET", nil, pid end
+  if tail == "phones/batch-reset" then return "phone-reset", "POST", nil, pid end
+  if tail == "phones" then return "phones", "GET", nil, pid end
+  local phid = match(tail, "^phones/([^/]+)$")
+  if phid then return "phone", "GET", phid, pid end
   local jid = match(tail, "^jobs/([^/]+)$")
   if jid then return "job", "GET", jid, pid end
   return nil
@@ -65,6 +84,7 @@ function M.handle()
   end
   local cfg = config.get()
   ngx.ctx.log_max = cfg.request_log_max
+  ngx.ctx.error_style = cfg.error_style
   local rid, given = request_id()
   ngx.header["X-Request-Id"] = rid
   local ep, want, arg, pid = route(uri)
@@ -99,6 +119,8 @@ function M.handle()
   if pid and pid ~= cfg.project_id then
     return error_reply(fam, 403, "CPS.0002", "Forbidden: project_id " .. pid .. " does not match the token's project.")
   end
+  local st, tb, th = ratelimit.check(cfg, ep)
+  if st then return util.send(st, tb, th) end
   if NEED_RID[ep] and not given then
     return error_reply(fam, 400, "KOOPHONE.API.1000", "Missing mandatory header: x-request-id.")
   end

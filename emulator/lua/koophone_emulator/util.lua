@@ -15,10 +15,13 @@ local IDS = ngx.shared.kp_ids
 -- the API family of each endpoint: decides the shape of error bodies
 M.family = {
   ["sync-command"] = "kp", ["async-command"] = "kp", task = "kp", install = "kp",
-  restart = "cph", job = "cph", jobs = "cph", token = "iam", unknown = "kp",
+  reboot = "kp", reset = "kp", backup = "kp", status = "kp", instances = "kp", apps = "kp",
+  restart = "cph", job = "cph", jobs = "cph", phone = "cph", phones = "cph", ["phone-reset"] = "cph",
+  token = "iam", unknown = "kp",
 }
 
-M.endpoints = { "sync-command", "async-command", "task", "install", "restart", "job", "jobs", "token" }
+M.endpoints = { "sync-command", "async-command", "task", "install", "reboot", "reset", "backup", "status",
+                "instances", "apps", "restart", "job", "jobs", "phone", "phones", "phone-reset", "token" }
 M.endpoint_set = {}
 for _, e in ipairs(M.endpoints) do M.endpoint_set[e] = true end
 
@@ -116,6 +119,24 @@ function M.read_json()
   return t
 end
 
+-- error body variants the SDKs read (scenario key error_style): the default
+-- error_code/error_msg, camelCase errorCode/errorMsg, code/message, or an
+-- object nesting code/message under "error"
+local function restyle(style, body)
+  local t = body
+  if type(t) == "string" then t = cjson.decode(t) end
+  if type(t) ~= "table" or t.error_code == nil or t.error_msg == nil then return body end
+  local code, msg = t.error_code, t.error_msg
+  if style == "errorCode" then
+    return { errorCode = code, errorMsg = msg }
+  elseif style == "code" then
+    return { code = code, message = msg }
+  elseif style == "nested" then
+    return { error = { code = code, message = msg } }
+  end
+  return body
+end
+
 -- send a complete response
 function M.send(status, body, headers)
   ngx.status = status
@@ -124,6 +145,8 @@ function M.send(status, body, headers)
   if headers then
     for k, v in pairs(headers) do h[k] = v end
   end
+  local style = ngx.ctx.error_style
+  if status >= 400 and style and style ~= "error_code" then body = restyle(style, body) end
   if type(body) ~= "string" then body = cjson.encode(body) end
   h["Content-Length"] = #body
   ngx.print(body)
