@@ -38,6 +38,7 @@ local M = {}
 --- Subcommands by name: `{help = string, setup = function(cmd_parser),
 -- run = function(ctx, args) -> exit code}`.
 M.commands = {}
+
 --- Subcommand names in the order `--help` lists them.
 M.order = {}
 
