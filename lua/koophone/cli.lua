@@ -39,7 +39,7 @@ local M = {}
 -- run = function(ctx, args) -> exit code}`.
 M.commands = {}
 
---- Subcommand names in the order `--help` lists them.
+--- Subcommand names, in the order the help lists them.
 M.order = {}
 
 local function command(name, help, setup, run)
