@@ -84,8 +84,9 @@ function Ctx.exit(_, code) error(setmetatable({ code = code }, Exit), 0) end
 
 -- "koophone: <message>" on stderr, then the exit status
 function Ctx:die(code, ...)
-  local msg = table.concat({ ... })
-  msg = msg:gsub("^koophone: ", "")
+  local parts = {}
+  for i = 1, select("#", ...) do parts[i] = tostring((select(i, ...))) end
+  local msg = table.concat(parts):gsub("^koophone: ", "")
   self:say("koophone: ", msg)
   self:exit(code)
 end
