@@ -306,6 +306,13 @@ describe("koophone.cli in-process", function()
     assert.equal(2, rc)
     assert.equal("", out)
     assert.matches("^koophone: stopped: the first request was refused [^\n]*\n$", err)
+    -- a task or a job: the one request is refused, exit 2 as well
+    for _, argv in ipairs { { "task", "t-1" }, { "task", "t-1", "--follow" }, { "job", "j-1" } } do
+      rc, out, err = main(argv, { KOOPHONE_TOKEN = "wrong-token-1234" })
+      assert.equal(2, rc, table.concat(argv, " "))
+      assert.equal("", out)
+      assert.matches("^koophone: HTTP 401 [^\n]*\n$", err)
+    end
   end)
 
   it("task --follow waits with Task:wait, reporting progress", function()

@@ -60,9 +60,13 @@ local function exit_code(e)
   return nil
 end
 
--- Failures are `nil, message, err` (koophone.errors): exit 2 for bad input,
--- 1 for the rest.
-local function status_of(err) return (type(err) == "table" and err.kind == "validation") and 2 or 1 end
+-- Failures are `nil, message, err` (koophone.errors): exit 2 for bad input
+-- and refused credentials (HTTP 401, 403), 1 for the rest.
+local function status_of(err)
+  if type(err) ~= "table" then return 1 end
+  if err.kind == "validation" or err.http_status == 401 or err.http_status == 403 then return 2 end
+  return 1
+end
 
 -- the context: streams, environment, secrets -----------------------------------
 
