@@ -3,10 +3,12 @@ LUA        ?= lua5.4
 LUA_INC    ?= $(shell pkg-config --cflags-only-I $(LUA) 2>/dev/null || echo -I/usr/include/$(LUA))
 CURL_CFLAGS ?= $(shell pkg-config --cflags libcurl 2>/dev/null)
 CURL_LIBS  ?= $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
+CRYPTO_CFLAGS ?= $(shell pkg-config --cflags libcrypto 2>/dev/null)
+CRYPTO_LIBS ?= $(shell pkg-config --libs libcrypto 2>/dev/null || echo -lcrypto)
 CC         ?= cc
 OPT        ?= -O2 -g
 CFLAGS_ALL  = $(OPT) -fPIC -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wshadow \
-              -Wstrict-prototypes -Wmissing-prototypes $(LUA_INC) $(CURL_CFLAGS) $(CFLAGS)
+              -Wstrict-prototypes -Wmissing-prototypes $(LUA_INC) $(CURL_CFLAGS) $(CRYPTO_CFLAGS) $(CFLAGS)
 BUILD      ?= build/$(LUA)
 SO          = $(BUILD)/koophone/core.so
 SRC         = $(wildcard src/*.c)
@@ -20,7 +22,7 @@ all: $(SO)
 
 $(SO): $(SRC) src/*.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -shared -o $@ $(SRC) $(CURL_LIBS) $(LDFLAGS)
+	$(CC) $(CFLAGS_ALL) -shared -o $@ $(SRC) $(CURL_LIBS) $(CRYPTO_LIBS) $(LDFLAGS)
 
 deps:
 	@bash .ci/deps
@@ -74,18 +76,20 @@ rock-check: deps
 	ROCK_LUA_VERSION=default bash .ci/rock-check
 
 # The rockspec's one step (luarocks passes PREFIX, LUADIR, LIBDIR, BINDIR: the
-# rock's own directory, plus CFLAGS, LIBFLAG, LUA_INCDIR, CURL_INCDIR,
-# CURL_LIBDIR): the core is compiled straight into LIBDIR, so the checkout gets
+# rock's own directory, plus CFLAGS, LIBFLAG, LUA_INCDIR and the CURL_ and
+# CRYPTO_ INCDIR and LIBDIR): the core is compiled straight into LIBDIR, so the checkout gets
 # no object file and no koophone/core.so; the emulator's template, handlers and
 # scenarios go to PREFIX/emulator, where the installed koophone-emulator looks.
 rock-install: LUA_INC = -I$(LUA_INCDIR)
 rock-install: CURL_CFLAGS = -I$(CURL_INCDIR)
 rock-install: CURL_LIBS = -L$(CURL_LIBDIR) -lcurl
+rock-install: CRYPTO_CFLAGS = -I$(CRYPTO_INCDIR)
+rock-install: CRYPTO_LIBS = -L$(CRYPTO_LIBDIR) -lcrypto
 rock-install:
 	@test -n "$(PREFIX)" -a -n "$(LIBDIR)" -a -n "$(LUADIR)" -a -n "$(BINDIR)" -a -n "$(LUA_INCDIR)" || \
 	  { echo "make rock-install is the step of luarocks make: run luarocks make" >&2; exit 2; }
 	mkdir -p "$(LIBDIR)/koophone" "$(BINDIR)" "$(PREFIX)/emulator/lua/koophone_emulator" "$(PREFIX)/emulator/scenarios"
-	$(CC) $(CFLAGS_ALL) $(LIBFLAG) -o "$(LIBDIR)/koophone/core.so" $(SRC) $(CURL_LIBS) $(LDFLAGS)
+	$(CC) $(CFLAGS_ALL) $(LIBFLAG) -o "$(LIBDIR)/koophone/core.so" $(SRC) $(CURL_LIBS) $(CRYPTO_LIBS) $(LDFLAGS)
 	cd lua && for f in $$(find koophone -name '*.lua'); do install -D -m 644 "$$f" "$(LUADIR)/$$f" || exit 1; done
 	install -m 755 bin/koophone "$(BINDIR)/koophone"
 	sed 's|^EMULATOR_DIR=.*|EMULATOR_DIR=$${KOOPHONE_EMULATOR_DIR:-$(PREFIX)/emulator}|' bin/koophone-emulator \

@@ -31,6 +31,8 @@ external_dependencies = {
   -- /usr/include/<multiarch>/curl/, where the compiler finds it without help.
   -- A plain prefix (CURL_DIR=/opt/curl) still gets -I/opt/curl/include.
   CURL = { library = "curl" },
+  -- SHA-256 and HMAC for AK/SK signing (libcurl's OpenSSL build brings it)
+  CRYPTO = { header = "openssl/hmac.h", library = "crypto" },
 }
 build = {
   -- One make pass, `rock-install` in the Makefile: it compiles koophone.core
@@ -44,5 +46,6 @@ build = {
     PREFIX = "$(PREFIX)", LUADIR = "$(LUADIR)", LIBDIR = "$(LIBDIR)", BINDIR = "$(BINDIR)",
     CFLAGS = "$(CFLAGS)", LIBFLAG = "$(LIBFLAG)", LUA_INCDIR = "$(LUA_INCDIR)",
     CURL_INCDIR = "$(CURL_INCDIR)", CURL_LIBDIR = "$(CURL_LIBDIR)",
+    CRYPTO_INCDIR = "$(CRYPTO_INCDIR)", CRYPTO_LIBDIR = "$(CRYPTO_LIBDIR)",
   },
 }

@@ -33,6 +33,7 @@ typedef struct kp_request {
   kp_buf response;                 /* response body */
   size_t max_response;
   char *request_id, *retry_after, *subject_token, *content_type;
+  char *date;                      /* the server's Date header (clock skew) */
   int state;
   int decode;                      /* decode the body as JSON */
   CURLcode curl_code;
@@ -74,6 +75,11 @@ int kp_json_encode(lua_State *L, int cjson_idx, int value_idx);
 
 /* ids.c */
 int kp_ids_open(lua_State *L);
+
+/* files.c */
+int kp_files_open(lua_State *L);
+/* sign.c */
+int kp_sign_open(lua_State *L);          /* sets "sign" */
 
 /* errors.c */
 const char *kp_curl_kind(CURLcode code);

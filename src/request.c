@@ -72,8 +72,8 @@ static void set_header_copy(char **slot, const char *v, size_t n) {
 
 static void clear_headers(kp_request *r) {
   free(r->request_id); free(r->retry_after);
-  free(r->subject_token); free(r->content_type);
-  r->request_id = r->retry_after = r->subject_token = r->content_type = NULL;
+  free(r->subject_token); free(r->content_type); free(r->date);
+  r->request_id = r->retry_after = r->subject_token = r->content_type = r->date = NULL;
 }
 
 static size_t on_header(char *line, size_t size, size_t nitems, void *ud) {
@@ -89,6 +89,7 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *ud) {
   else if (name_len == 11 && strncasecmp(line, "retry-after", 11) == 0) slot = &r->retry_after;
   else if (name_len == 15 && strncasecmp(line, "x-subject-token", 15) == 0) slot = &r->subject_token;
   else if (name_len == 12 && strncasecmp(line, "content-type", 12) == 0) slot = &r->content_type;
+  else if (name_len == 4 && strncasecmp(line, "date", 4) == 0) slot = &r->date;
   if (!slot) return n;
   v = colon + 1;
   while (v < end && (*v == ' ' || *v == '\t')) v++;
@@ -388,6 +389,7 @@ static void build_response(lua_State *L, kp_request *r) {
   set_str(L, "retry_after", r->retry_after);
   set_str(L, "subject_token", r->subject_token);
   set_str(L, "content_type", r->content_type);
+  set_str(L, "date", r->date);
   set_num(L, "time", r->total_time);
   set_num(L, "connect_time", r->connect_time);
   if (r->response.len == 0) return;

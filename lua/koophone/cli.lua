@@ -14,9 +14,12 @@
 -- `--config FILE` (a Lua file returning a table, or a JSON object, with the
 -- keys of `koophone.new` plus `concurrency`, `rate`, `timeout`, `format`).
 -- Secrets never come from a flag, since flags show in `ps`: the token comes
--- from the environment or the config file, the signed package URL of an
--- install from `KOOPHONE_PACKAGE_URL`, `--package-url-file FILE` or the
--- `--app` file. None of them is ever printed.
+-- from the environment or the config file; so do AK/SK
+-- (`HUAWEICLOUD_SDK_AK`, `HUAWEICLOUD_SDK_SK`, `HUAWEICLOUD_SDK_SECURITY_TOKEN`,
+-- `HUAWEICLOUD_SDK_PROJECT_ID`, or the config file's `ak`, `sk`,
+-- `security_token`); the signed package URL of an install comes from
+-- `KOOPHONE_PACKAGE_URL`, `--package-url-file FILE` or the `--app` file.
+-- None of them is ever printed. `--region` picks the endpoints.
 --
 -- Exit status: 0 every id ok, 1 some id not ok, 2 usage or configuration
 -- error, and also when the first request is refused (HTTP 401 or 403): then
@@ -317,6 +320,7 @@ function Ctx:client_options()
     endpoint = self:pick(args.endpoint, "KOOPHONE_ENDPOINT", "endpoint"),
     cph_endpoint = self:pick(args.cph_endpoint, "KOOPHONE_CPH_ENDPOINT", "cph_endpoint"),
     project_id = self:pick(args.project_id, "KOOPHONE_PROJECT_ID", "project_id"),
+    region = self:pick(args.region, "KOOPHONE_REGION", "region"),
     poll_interval = self:number("poll-interval",
       self:pick(args.poll_interval, "KOOPHONE_POLL_INTERVAL", "poll_interval")),
   }
@@ -325,6 +329,16 @@ function Ctx:client_options()
     if cfg[k] ~= nil then o[k == "timeout_per_request" and "timeout" or k] = cfg[k] end
   end
   if type(cfg.iam) == "table" then self:secret(cfg.iam.password) end
+  -- AK/SK: the environment or the config file, never a flag
+  local ak, sk = self:pick(nil, "HUAWEICLOUD_SDK_AK", "ak"), self:pick(nil, "HUAWEICLOUD_SDK_SK", "sk")
+  if ak or sk then
+    o.ak, o.sk = ak, sk
+    o.security_token = self:pick(nil, "HUAWEICLOUD_SDK_SECURITY_TOKEN", "security_token")
+    o.project_id = o.project_id or self:getenv("HUAWEICLOUD_SDK_PROJECT_ID")
+    o.iam_endpoint = cfg.iam_endpoint
+    self:secret(sk)
+    self:secret(o.security_token)
+  end
   return o
 end
 
@@ -364,6 +378,7 @@ local function build_parser(ctx)
   parser:option("--endpoint", "KooPhone endpoint URL (KOOPHONE_ENDPOINT).")
   parser:option("--cph-endpoint", "CPH endpoint URL (KOOPHONE_CPH_ENDPOINT).")
   parser:option("--project-id", "CPH project id (KOOPHONE_PROJECT_ID).")
+  parser:option("--region", "Region, e.g. cn-north-4: CPH endpoint and, with AK/SK, the project id (KOOPHONE_REGION).")
   parser:option("--format", "Output format: table, json or csv."):choices { "table", "json", "csv" }
   parser:option("--concurrency", "Requests in flight at most (default 16).")
   parser:option("--rate", "Submits per second at most.")
@@ -379,14 +394,24 @@ local function build_parser(ctx)
   return parser
 end
 
--- A signed URL in a flag would show in `ps`: refuse it before anything else.
-local URL_FLAGS = { ["--url"] = true, ["--package-url"] = true, ["--install-package-url"] = true }
+-- Secrets in flags would show in `ps`: such a flag is refused before
+-- anything else, with where the secret goes instead.
+local CREDENTIALS = "credentials are never taken from flags (they would show in ps); use the environment " ..
+  "(KOOPHONE_TOKEN, HUAWEICLOUD_SDK_AK, HUAWEICLOUD_SDK_SK) or --config FILE"
+local PACKAGE_URL = "the package URL is not taken from a flag (it would show in ps): set KOOPHONE_PACKAGE_URL, " ..
+  "or put it in a file and pass --package-url-file FILE"
+local SECRET_FLAGS = {
+  ["--token"] = CREDENTIALS, ["--ak"] = CREDENTIALS, ["--sk"] = CREDENTIALS, ["--security-token"] = CREDENTIALS,
+  ["--url"] = PACKAGE_URL, ["--package-url"] = PACKAGE_URL, ["--install-package-url"] = PACKAGE_URL,
+}
 
-local function url_flag(argv)
+-- The first secret-bearing flag in argv (up to "--"), and why it is refused.
+local function secret_flag(argv)
   for _, a in ipairs(argv) do
     if a == "--" then return nil end
-    local name = a:match("^(%-%-[%w%-]+)")
-    if name and URL_FLAGS[name] and (a == name or a:sub(#name + 1, #name + 1) == "=") then return name end
+    local name = a:match("^(%-%-[%w%-_]+)")
+    local why = name and SECRET_FLAGS[name:gsub("_", "-")]
+    if why and (a == name or a:sub(#name + 1, #name + 1) == "=") then return name, why end
   end
   return nil
 end
@@ -536,11 +561,8 @@ local function stderr_is_tty()
 end
 
 local function run(ctx)
-  local flag = url_flag(ctx.argv)
-  if flag then
-    ctx:die(2, "the package URL is not taken from a flag (", flag, " would show it in ps): set ",
-            "KOOPHONE_PACKAGE_URL, or put it in a file and pass --package-url-file FILE")
-  end
+  local flag, why = secret_flag(ctx.argv)
+  if flag then ctx:die(2, flag, " is not accepted: ", why) end
   local parser = build_parser(ctx)
   local ok, args = parser:pparse(ctx.argv)
   if not ok then

@@ -177,20 +177,29 @@ function Task:_query_done(ok, jobs, err)
     if not err.retryable then
       -- the task cannot be read (not found, forbidden, ...): every job
       -- still running is an error, with the reason
-      for _, id in ipairs(self.order) do
-        if self.rows[id].status == "running" then
-          local job_id = self.rows[id].job_id
-          self.rows[id] = rows.from_error(id, self.id_field, err, { job_id = job_id, task_id = self.id })
-          self.running = self.running - 1
-        end
-      end
-      self.finished = true
-      self.progressed = true
+      self:_fail_running(err)
     end
   end
   local now = sched.now()
   local gap = math.max(self.interval, math.min(self.max_interval, self.ratio * (now - self.started)))
   self.next_due = now + gap
+end
+
+-- Ends every running job as an error (the command was submitted: it may
+-- have run).
+function Task:_fail_running(err)
+  self.last_error = err
+  for _, id in ipairs(self.order) do
+    if self.rows[id].status == "running" then
+      local job_id = self.rows[id].job_id
+      local row = rows.from_error(id, self.id_field, err, { job_id = job_id, task_id = self.id })
+      row.maybe_executed = true
+      self.rows[id] = row
+      self.running = self.running - 1
+    end
+  end
+  self.finished = true
+  self.progressed = true
 end
 
 -- Resumes the query coroutine if what it waits for has happened.
@@ -213,6 +222,12 @@ end
 -- @treturn {table,...} rows so far (every id once)
 function Task:poll()
   if self.finished then return true, self:results() end
+  if self.client.closed then
+    -- nothing can be learnt any more: the running jobs end as errors
+    self:_fail_running(errors.new { kind = "closed", message = "the client was closed while the task ran",
+                                   maybe_executed = true })
+    return true, self:results()
+  end
   self.client.engine:perform()
   if self.query then
     self:_step_query()
@@ -231,6 +246,7 @@ function Task:expire()
     local row = self.rows[id]
     if row.status == "running" then
       row.status = "timeout"
+      row.maybe_executed = true -- submitted, and perhaps still running
       row.message = "still running when the wait ended"
       row.elapsed = sched.now() - self.started
       self.running = self.running - 1
@@ -330,7 +346,9 @@ function Task:wait(opts)
     end
     local at, req = self:due()
     if req then
-      sched.await(engine, req)
+      -- bounded by the wait's own deadline: a stalled status query must not
+      -- hold the caller past `timeout` (expire() then cancels it)
+      sched.await(engine, req, deadline)
     elseif at > t then
       sched.sleep(engine, math.min(at, deadline) - t)
     end
