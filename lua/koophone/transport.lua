@@ -205,9 +205,8 @@ function Transport:request(spec)
     c.url, c.method = spec.url, method
     if body then c.body = body else c.json = spec.json end
     c.timeout = spec.timeout and math.floor(spec.timeout * 1000) or self.timeout_ms
-<<<<<<< HEAD
     local submitted, req = pcall(self.engine.submit, self.engine, c)
-    c.json = nil
+    c.json, c.body = nil, nil
     if not submitted then
       -- an engine shared with a client that closed it: an expected failure
       if tostring(req):find("engine is closed", 1, true) then
@@ -215,10 +214,6 @@ function Transport:request(spec)
       end
       error(req, 0)
     end
-=======
-    local req = self.engine:submit(c)
-    c.json, c.body = nil, nil
->>>>>>> sign
     self.stats.requests = self.stats.requests + 1
     sched.await(self.engine, req)
     local res, cerr = req:response()
