@@ -233,9 +233,9 @@ describe("koophone.cli in-process", function()
     assert.matches("%-%-format must be", err)
   end)
 
-  it("refuses a package URL in a flag, without echoing it", function()
+  it("refuses a package URL or credentials in a flag, without echoing them", function()
     local before = emu:requests().count
-    finally(function() assert.equal(before, emu:requests().count) end) -- nothing sent
+    finally(function() assert.equal(before + 1, emu:requests().count) end) -- nothing sent but the last run
     for _, argv in ipairs {
       { "install", "--url", URL, "kp000001" },
       { "install", "--url=" .. URL, "kp000001" },
@@ -250,6 +250,22 @@ describe("koophone.cli in-process", function()
       assert.falsy(err:find("sig-very-secret", 1, true))
       assert.falsy(err:find("obs.example.com", 1, true))
     end
+    -- credentials likewise
+    for _, argv in ipairs {
+      { "--token", "tok-very-secret-77", "run", "echo hi", "kp000001" },
+      { "--sk=tok-very-secret-77", "run", "echo hi", "kp000001" },
+      { "run", "echo hi", "--security_token", "tok-very-secret-77", "kp000001" },
+    } do
+      local rc, out, err = main(argv)
+      assert.equal(2, rc, argv[1])
+      assert.equal("", out)
+      assert.matches("never taken from flags", err)
+      assert.matches("HUAWEICLOUD_SDK_AK", err)
+      assert.falsy(err:find("tok-very-secret-77", 1, true))
+    end
+    -- after "--" an argument is a value, not a flag
+    local rc = main { "run", "--mode", "sync", "--", "echo --token", "kp000001" }
+    assert.equal(0, rc)
   end)
 
   it("takes the package URL from KOOPHONE_PACKAGE_URL or --package-url-file, and never prints it", function()
