@@ -284,7 +284,8 @@ function Ctx:finish(report, message, err)
     for _, row in ipairs(report.rows) do if row.status ~= "error" then any_ran = true end end
     if any_ran then self:emit(report) end
     self:die(2, "stopped: the first request was refused (", tostring(refused),
-             "); nothing more was sent. Check the token (KOOPHONE_TOKEN) or the IAM credentials.")
+             "); nothing more was sent. Check the credentials (KOOPHONE_TOKEN, the IAM user, or ",
+             "HUAWEICLOUD_SDK_AK/SK) and the project id.")
   end
   self:emit(report)
   self:say(tostring(report))
