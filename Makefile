@@ -57,7 +57,7 @@ bench: deps all
 
 # The spec suite against a build with AddressSanitizer and UBSan.
 asan:
-	$(MAKE) BUILD=build/asan OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" all
+	$(MAKE) BUILD=build/asan OPT="-O1 -g -fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer -fno-sanitize-recover=all" all
 	preload="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)"; \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	KOOPHONE_CHILD_PRELOAD="$$preload" LD_PRELOAD="$$preload" $(MAKE) BUILD=build/asan test-only
@@ -119,6 +119,7 @@ fuzz: all
 # About 10 minutes of batches with injected faults (SOAK_SECONDS to change).
 soak: all
 	$(ENV) $(LUA) bench/soak.lua
+	KOOPHONE_MATRIX_N=1000 $(ENV) $(BUSTED) spec/fault_matrix_spec.lua
 
 test-only:
 	$(ENV) $(BUSTED) $(BUSTED_FLAGS) spec

@@ -201,3 +201,48 @@ describe("IAM renewal", function()
     c:close()
   end)
 end)
+
+describe("resume", function()
+  local emu, client, path
+  setup(function()
+    emu = emulator.start { scenario = { durations = { default = 0.1 } } }
+    client = assert(koophone.new { token = emu.token, endpoint = emu.url, poll_interval = 0.1 })
+  end)
+  teardown(function() client:close(); emu:stop() end)
+  before_each(function() path = os.tmpname(); os.remove(path); emu:reset() end)
+  after_each(function() os.remove(path) end)
+
+  -- a journal as a crash leaves it: the batch record, then nothing sent
+  local function interrupted(command, list)
+    local rep = assert(batch.run(client, command, list, { journal = path, timeout = 0.000001 }))
+    assert.equal(0, rep.summary.ok)
+    assert.equal(0, emu:requests().count)
+  end
+
+  it("runs exactly the original command or refuses: never the redacted stand-in", function()
+    local secret = "curl -s https://obs.example.com/a.apk?Signature=SECRETSIG&AccessKeyId=AK1"
+    interrupted(secret, ids(3))
+    assert.is_nil(read(path):find("SECRETSIG", 1, true))
+    -- without the command: refused, nothing sent
+    local r, msg, err = batch.resume(client, path, { submit_missing = true })
+    assert.is_nil(r)
+    assert.equal("command", err.field, msg)
+    -- with another command: refused
+    r, msg = batch.resume(client, path, { submit_missing = true, command = secret .. "X" })
+    assert.is_nil(r)
+    assert.matches("not the command", msg)
+    assert.equal(0, emu:requests().count)
+    -- with the original: run as it was
+    local rep = assert(batch.resume(client, path, { submit_missing = true, command = secret }))
+    assert.equal(3, rep.summary.ok)
+    for _, row in ipairs(rep.rows) do assert.is_nil(row.output and row.output:find("redacted")) end
+    local seen = emu:requests { endpoint = "async-command" }.requests[1]
+    assert.is_nil(tostring(seen and seen.body or ""):find("<redacted>", 1, true))
+  end)
+
+  it("sends a command without secrets as it was stored", function()
+    interrupted("echo plain", ids(2))
+    local rep = assert(batch.resume(client, path, { submit_missing = true }))
+    assert.equal(2, rep.summary.ok)
+  end)
+end)

@@ -517,9 +517,25 @@ static int sign(lua_State *L) {
   return 2;
 }
 
+/* core.sha256(s) -> 64 hex digits. A journal keeps this digest of a
+ * command or package URL it may not store, to check the one a resume is
+ * given again. */
+static int sha256(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  kp_signer *k = (kp_signer *)lua_touserdata(L, lua_upvalueindex(1));
+  char out[65];
+  sha256_hex(L, k, s, n, out);
+  lua_pushlstring(L, out, 64);
+  return 1;
+}
+
 int kp_sign_open(lua_State *L) {
   push_signer(L);
+  lua_pushvalue(L, -1);
   lua_pushcclosure(L, sign, 1);
-  lua_setfield(L, -2, "sign");
+  lua_setfield(L, -3, "sign");
+  lua_pushcclosure(L, sha256, 1);
+  lua_setfield(L, -2, "sha256");
   return 0;
 }

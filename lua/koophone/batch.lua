@@ -41,6 +41,7 @@ local errors = require "koophone.errors"
 local validate = require "koophone.validate"
 local report_mod = require "koophone.report"
 local journal_mod = require "koophone.journal"
+local core = require "koophone.core"
 
 local M = {}
 local DEBUG = os.getenv("KOOPHONE_BATCH_DEBUG")
@@ -94,10 +95,10 @@ local function check_ids(client, kind, list, field)
   return ids, items
 end
 
---- Every option a batch knows (`batch.resume` adds `submit_missing` and `app`).
+--- Every option a batch knows (`batch.resume` adds `submit_missing`, `app` and `command`).
 M.OPTIONS = validate.set { "concurrency", "rate", "burst", "timeout", "task_timeout",
   "progress_interval", "chunk", "on_progress", "journal", "image_id", "mode", "strict", "stop_on_auth_failure" }
-local RESUME_OPTIONS = validate.set { "submit_missing", "app" }
+local RESUME_OPTIONS = validate.set { "submit_missing", "app", "command" }
 for k in pairs(M.OPTIONS) do RESUME_OPTIONS[k] = true end
 
 -- Checks the options shared by every batch.
@@ -466,11 +467,43 @@ local function secrets_of(client)
   return a and a.secrets and a:secrets() or nil
 end
 
--- The operation as stored in a journal (no secrets).
+-- The operation as stored in a journal (no secrets): the journal scrubs
+-- every string it writes (a signed URL loses its query string), so it also
+-- keeps the SHA-256 of what it may not store, to check what a resume is
+-- given again. A resume never sends a redacted stand-in.
 local function stored_operation(op)
   local s = { kind = op.kind, command = op.command, image_id = op.image_id }
-  if op.app then s.app = op.app end -- the journal scrubs every string it writes
+  if op.command then s.command_sha256 = core.sha256(op.command) end
+  if op.app then
+    s.app = op.app
+    s.url_sha256 = core.sha256(tostring(op.app.install_package_url))
+  end
   return s
+end
+
+-- What `submit_missing` would send must be the original operation: the
+-- stored one when it survived scrubbing, else the caller's, checked
+-- against the journal's digest.
+local function original_operation(op, opts)
+  if op.kind == "install" then
+    local app = opts.app or op.app
+    local ok, err = validate.app(app)
+    if not ok then return nil, err end
+    local url = tostring(app.install_package_url)
+    if url:find("<redacted>", 1, true) or (op.url_sha256 and core.sha256(url) ~= op.url_sha256) then
+      return nil, bad("app", "must be given again, with the install_package_url the batch started with "
+                      .. "(the journal keeps only its digest)")
+    end
+    op.app = app
+  elseif op.command then
+    local command = opts.command or op.command
+    if not op.command_sha256 or core.sha256(command) ~= op.command_sha256 then
+      return nil, bad("command", opts.command and "is not the command the batch started with"
+        or "must be given again (opts.command): the journal keeps it only scrubbed of URL query strings")
+    end
+    op.command = command
+  end
+  return true
 end
 
 --- Runs an operation (`{kind="sync"|"command"|"install"|"restart",
@@ -566,13 +599,17 @@ end
 -- again. A chunk whose submit started but left no task id gets status
 -- "error" (it may have run: `maybe_executed = true`). Chunks never submitted
 -- get status "error" with the message "not submitted before the
--- interruption" — or are submitted now with `opts.submit_missing = true`
--- (for an install, pass `opts.app` too: the journal keeps the package URL
--- without its query string). `report:retry_failed()` can run them later.
+-- interruption" — or are submitted now with `opts.submit_missing = true`.
+-- What is submitted then is exactly the original operation, never a
+-- redacted stand-in: the journal keeps URL query strings scrubbed, so for an
+-- install pass `opts.app` again, and for a command holding a signed URL
+-- `opts.command`; each is checked against the SHA-256 the journal kept,
+-- and the resume is refused when it differs. `report:retry_failed()` can
+-- run them later.
 -- Progress is appended to the same journal, so a resume can be resumed.
 -- @tparam table client
 -- @tparam string path the journal
--- @tparam[opt] table opts batch options, plus `submit_missing`, `app`
+-- @tparam[opt] table opts batch options, plus `submit_missing`, `app`, `command`
 -- @treturn koophone.report.Report|nil
 -- @treturn ?string message on failure (one line)
 -- @treturn ?table err on failure (see `koophone.errors`)
@@ -584,7 +621,6 @@ function M.resume(client, path, opts)
   if type(op) ~= "table" or not op.kind or type(state.ids) ~= "table" then
     return fail(errors.new { kind = "validation", field = "journal", message = "journal has no operation or ids" })
   end
-  if op.kind == "install" and opts.app then op.app = opts.app end
   local ok
   ok, err = check_opts(client, op.kind, opts, RESUME_OPTIONS)
   if not ok then return fail(err) end
@@ -618,11 +654,9 @@ function M.resume(client, path, opts)
     end
     chunks[i] = ch
   end
-  if #missing > 0 and op.kind == "install" then
-    ok = M.check_app(op.app)
-    if not ok or tostring(op.app.install_package_url):find("<redacted>", 1, true) then
-      return fail(bad("app", "is required to submit the missing install chunks (the journal keeps no signed URL)"))
-    end
+  if #missing > 0 then
+    ok, err = original_operation(op, opts)
+    if not ok then return fail(err) end
   end
   local jr
   jr, err = journal_mod.open(path, { secrets = secrets_of(client) })
