@@ -302,6 +302,63 @@ describe("koophone.cli in-process", function()
     os.remove(urlfile)
   end)
 
+  it("resume --submit-missing sends an install's unsent chunks with --app and the package URL again", function()
+    local app = os.tmpname()
+    write_file(app, cjson.encode { object_name = "com.example.resume", file_name = "r.apk", object_version = "1.0",
+                                   object_size = 3 })
+    local journal = os.tmpname()
+    os.remove(journal)
+    local ids = { "kp000051", "kp000052", "kp000053", "kp000054", "kp000055", "kp000056" }
+    -- one submit a second, a batch of half a second: chunks 2 and 3 are never sent
+    local argv = { "--quiet", "--journal", journal, "--rate", "1", "--timeout", "0.5", "--format", "json",
+                   "install", "--app", app, "--chunk", "2" }
+    for _, id in ipairs(ids) do argv[#argv + 1] = id end
+    local rc, out = main(argv, { KOOPHONE_PACKAGE_URL = URL })
+    assert.equal(1, rc)
+    assert.matches("not submitted", out)
+    -- the journal keeps the URL scrubbed: without the app again, no resubmission
+    local err
+    rc, out, err = main({ "--quiet", "--format", "json", "resume", journal, "--submit-missing" })
+    assert.equal(2, rc)
+    assert.equal("", out)
+    assert.matches("app", err)
+    rc, out = main({ "--quiet", "--format", "json", "resume", journal, "--submit-missing", "--app", app },
+                   { KOOPHONE_PACKAGE_URL = URL })
+    assert.equal(0, rc, out)
+    local t = cjson.decode(out)
+    assert.equal(6, t.summary.ok)
+    local f = assert(io.open(journal, "rb"))
+    local text = f:read("*a")
+    f:close()
+    assert.falsy(text:find("sig-very-secret", 1, true))
+    os.remove(journal)
+    os.remove(app)
+  end)
+
+  it("resume --submit-missing takes a command holding a signed URL from --command-file", function()
+    local command = "echo https://obs.example.com/a?Signature=sig-very-secret-99"
+    local journal = os.tmpname()
+    os.remove(journal)
+    local rc, out = main({ "--quiet", "--journal", journal, "--rate", "1", "--timeout", "0.5", "--format", "json",
+                           "run", "--mode", "sync", "--chunk", "1", command, "kp000061", "kp000062", "kp000063" })
+    assert.equal(1, rc)
+    assert.equal(1, cjson.decode(out).summary.ok) -- the first chunk; the others never sent
+    assert.falsy(out:find("sig-very-secret", 1, true)) -- the output echoes the URL: scrubbed
+    local err
+    rc, out, err = main({ "--quiet", "--format", "json", "resume", journal, "--submit-missing" })
+    assert.equal(2, rc)
+    assert.equal("", out)
+    assert.matches("command", err)
+    local cmdfile = os.tmpname()
+    write_file(cmdfile, command .. "\n", "600")
+    rc, out, err = main({ "--quiet", "--format", "json", "resume", journal, "--submit-missing", "--command-file", cmdfile })
+    assert.equal(0, rc, err)
+    assert.equal(3, cjson.decode(out).summary.ok)
+    assert.falsy((out .. err):find("sig-very-secret", 1, true))
+    os.remove(cmdfile)
+    os.remove(journal)
+  end)
+
   it("a refused first request stops the run: exit 2, one line, nothing more sent", function()
     local ids = {}
     for i = 1, 1000 do ids[i] = ("kp%06d"):format(i) end

@@ -264,7 +264,9 @@ end
 
 function Ctx:emit(report)
   if self.format == "json" then
-    self:out(report:to_json() .. "\n")
+    -- lua-cjson writes "/" as "\/": undone (still JSON) so that URLs are
+    -- recognised and their query strings scrubbed like everywhere else
+    self:out(report:to_json():gsub("\\/", "/") .. "\n")
   elseif self.format == "csv" then
     self:out(report:to_csv())
   else
@@ -446,6 +448,21 @@ local function package_url(ctx, args, app)
   return ctx:getenv("KOOPHONE_PACKAGE_URL") or app.install_package_url
 end
 
+-- The install description: the --app file, with the signed package URL.
+local function read_app(ctx, args)
+  local app = {}
+  if args.app then
+    local text, err = read_file(args.app)
+    if not text then ctx:die(2, "cannot read ", args.app, ": ", err) end
+    local okj, v = pcall(cjson.decode, text)
+    if not okj or type(v) ~= "table" then ctx:die(2, args.app, " is not a JSON object") end
+    app = v
+  end
+  app.install_package_url = package_url(ctx, args, app)
+  ctx:secret(app.install_package_url)
+  return app
+end
+
 command("install", "Install an app on instances. The signed package URL comes from KOOPHONE_PACKAGE_URL, " ..
         "--package-url-file or the --app file, never from a flag.", function(cmd)
   cmd:argument("ids", "Instance ids (- reads stdin)."):args("*")
@@ -458,16 +475,7 @@ command("install", "Install an app on instances. The signed package URL comes fr
   cmd:flag("--fast", "fast_install = 1.")
   batch_flags(cmd)
 end, function(ctx, args)
-  local app = {}
-  if args.app then
-    local text, err = read_file(args.app)
-    if not text then ctx:die(2, "cannot read ", args.app, ": ", err) end
-    local okj, v = pcall(cjson.decode, text)
-    if not okj or type(v) ~= "table" then ctx:die(2, args.app, " is not a JSON object") end
-    app = v
-  end
-  app.install_package_url = package_url(ctx, args, app)
-  ctx:secret(app.install_package_url)
+  local app = read_app(ctx, args)
   app.object_name = args.object_name or app.object_name
   app.file_name = args.file_name or app.file_name
   app.object_version = args.object_version or app.object_version
@@ -490,14 +498,26 @@ end, function(ctx, args)
   return ctx:finish(batch.restart(client, ids, opts))
 end)
 
-command("resume", "Follow an interrupted batch again from its journal.", function(cmd)
+command("resume", "Follow an interrupted batch again from its journal. With --submit-missing, the chunks never " ..
+        "sent are sent now: the journal keeps signed URLs scrubbed, so an install needs --app (and the package " ..
+        "URL as for install) again, and a command holding a signed URL needs --command-file.", function(cmd)
   cmd:argument("journal_file", "The journal written with --journal.")
   cmd:flag("--submit-missing", "Submit chunks that were never sent (default: report them as errors).")
+  cmd:option("--app", "An install's JSON file again (see install).")
+  cmd:option("--package-url-file", "A file whose first line is install_package_url (instead of KOOPHONE_PACKAGE_URL).")
+  cmd:option("--command-file", "A file holding the batch's command again, when it holds a signed URL.")
 end, function(ctx, args)
   local client = ctx:client()
   local opts = ctx:batch_opts(args)
   opts.journal = nil
   opts.submit_missing = args.submit_missing
+  if args.app then opts.app = read_app(ctx, args) end
+  if args.command_file then
+    local text, err = read_file(args.command_file)
+    if not text then ctx:die(2, "cannot read --command-file ", args.command_file, ": ", err) end
+    opts.command = text:gsub("\r?\n$", "")
+    ctx:secret(opts.command)
+  end
   return ctx:finish(batch.resume(client, args.journal_file, opts))
 end)
 
