@@ -15,7 +15,7 @@ SRC         = $(wildcard src/*.c)
 BUSTED     ?= $(LUA) /usr/bin/busted
 ENV         = LUA_PATH="lua/?.lua;lua/?/init.lua;./?.lua;;" LUA_CPATH="$(BUILD)/?.so;;"
 
-.PHONY: all deps test test-only luajit-core matrix fuzz soak demo bench lint asan valgrind rock-check rock-install docs \
+.PHONY: tidy all deps test test-only luajit-core matrix fuzz soak demo bench lint asan valgrind rock-check rock-install docs \
         clean help
 
 all: $(SO)
@@ -43,6 +43,13 @@ luajit-core:
 MATRIX_SPECS ?= $(filter-out spec/emulator_spec.lua,$(wildcard spec/*_spec.lua))
 matrix: deps
 	SPECS="$(MATRIX_SPECS)" BUSTED_ARGS="$(BUSTED_FLAGS)" bash .ci/matrix lua5.1 lua5.3 luajit
+
+# clang-tidy's static analyzer and bugprone checks over the C core;
+# any finding fails.
+TIDY_CHECKS = -*,clang-analyzer-*,bugprone-*,-bugprone-easily-swappable-parameters,-bugprone-reserved-identifier,-bugprone-narrowing-conversions,-bugprone-implicit-widening-of-multiplication-result
+tidy:
+	clang-tidy --quiet --checks='$(TIDY_CHECKS)' --warnings-as-errors='*' $(SRC) -- \
+	  -std=c99 -D_POSIX_C_SOURCE=200809L $(LUA_INC) $(CURL_CFLAGS)
 
 lint: deps
 	luacheck lua bin/koophone spec examples bench emulator
