@@ -26,7 +26,10 @@
 -- (per task, default the client's), `journal` (a file path),
 -- `on_progress(p)` with `p = {done, total, ok, failed, error, timeout,
 -- rate, eta}` (at most every `progress_interval`, default 0.5 s, and once
--- at the end), `chunk` (ids per request), `image_id` (restart).
+-- at the end), `chunk` (ids per request), `image_id` (restart),
+-- `stop_on_auth_failure` (when a submit is refused with HTTP 401 or 403
+-- before any submit was accepted, send nothing more: the other chunks get
+-- "not submitted" rows and `report.aborted` holds the refusal).
 --
 -- Nothing is sent when the input is invalid: `nil, err` names the field
 -- and the index. A chunk whose submit fails gives every one of its ids a
@@ -126,7 +129,7 @@ end
 
 --- Every option a batch knows (`batch.resume` adds `submit_missing`, `app` and `command`).
 M.OPTIONS = validate.set { "concurrency", "rate", "burst", "timeout", "task_timeout",
-  "progress_interval", "chunk", "on_progress", "journal", "image_id", "mode", "strict" }
+  "progress_interval", "chunk", "on_progress", "journal", "image_id", "mode", "strict", "stop_on_auth_failure" }
 local RESUME_OPTIONS = validate.set { "submit_missing", "app", "command" }
 for k in pairs(M.OPTIONS) do RESUME_OPTIONS[k] = true end
 
@@ -159,6 +162,9 @@ local function check_opts(client, kind, opts, known)
   end
   if opts.on_progress ~= nil and type(opts.on_progress) ~= "function" then
     return nil, bad("on_progress", "must be a function")
+  end
+  if opts.stop_on_auth_failure ~= nil and type(opts.stop_on_auth_failure) ~= "boolean" then
+    return nil, bad("stop_on_auth_failure", "must be a boolean")
   end
   if opts.journal ~= nil and (type(opts.journal) ~= "string" or opts.journal == "") then
     return nil, bad("journal", "must be a file path")
@@ -288,9 +294,8 @@ local function drive(runner, engine)
   end
 end
 
---- Runs prepared chunks to the end and builds the report (used by every
+-- Runs prepared chunks to the end and builds the report (used by every
 -- entry point, resume included).
--- @local
 local function execute(client, op, ids, items, chunks, opts, jr)
   local engine = client.engine
   local _, id_field = kind_info(client, op.kind)
@@ -336,6 +341,12 @@ local function execute(client, op, ids, items, chunks, opts, jr)
     local r, task, err = submit(client, op, chunk_ids, items, call_opts)
     st.inflight = st.inflight - 1
     st.submitting = st.submitting - 1
+    if r or task then
+      st.accepted = true
+    elseif opts.stop_on_auth_failure and not st.accepted and not st.abort and type(err) == "table"
+           and (err.http_status == 401 or err.http_status == 403) then
+      st.abort = err -- wrong credentials: every other request would be refused too
+    end
     if r then
       finish_chunk(i, r, true)
     elseif task then
@@ -395,12 +406,15 @@ local function execute(client, op, ids, items, chunks, opts, jr)
       local now = sched.now()
       local over = deadline and now >= deadline
       -- 1. new submits
-      if over then
+      if (over or st.abort) and next_pending <= #pending then
+        local a = st.abort
+        local why = over and errors.new { kind = "timeout", message = "not submitted: the batch timeout came first" }
+          or errors.new { kind = a.kind, http_status = a.http_status, code = a.code,
+                          message = "not submitted: an earlier request was refused: " .. tostring(a.message) }
         for k = next_pending, #pending do
           local i = pending[k]
           local c = chunks[i]
-          finish_chunk(i, error_rows(ids, c.first, c.last, id_field, errors.new {
-            kind = "timeout", message = "not submitted: the batch timeout came first" }, { chunk = i }), false)
+          finish_chunk(i, error_rows(ids, c.first, c.last, id_field, why, { chunk = i }), false)
         end
         next_pending = #pending + 1
       end
@@ -496,6 +510,7 @@ local function execute(client, op, ids, items, chunks, opts, jr)
     requests = stats and (stats.requests - requests0) or 0,
     operation = op, client = client, opts = opts,
   }
+  rep.aborted = st.abort
   if jr then
     jr:write { type = "end", summary = rep.summary }
     jr:close()

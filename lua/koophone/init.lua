@@ -18,7 +18,10 @@ local validate = require "koophone.validate"
 
 local M = {}
 
+--- The version, e.g. "0.1.0".
 M.VERSION = client.VERSION
+--- "koophone 0.1.0", in the style of Lua's own `_VERSION`.
+M._VERSION = "koophone " .. client.VERSION
 --- JSON null as it appears in decoded bodies.
 M.null = core.null
 

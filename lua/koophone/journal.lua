@@ -25,8 +25,7 @@ local core = require "koophone.core"
 local M = {}
 M.VERSION = 1
 
---- An open journal.
--- @type Journal
+-- An open journal (the Journal type, below).
 local Journal = {}
 Journal.__index = Journal
 
@@ -66,6 +65,9 @@ local function scrub_tree(v, secrets, depth)
   return out
 end
 
+--- An open journal.
+-- @type Journal
+
 --- Appends one record (a table) as a JSON line and flushes it.
 -- @tparam table record
 -- @treturn boolean|nil
@@ -87,6 +89,9 @@ function Journal:close()
   if self.file then self.file:close() end
   self.file = nil
 end
+
+--- Reading journals and storing installs.
+-- @section reading
 
 --- A copy of an install description safe to store: the package URL's
 -- query string (pre-signed credentials) is replaced by `<redacted>`.

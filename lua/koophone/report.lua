@@ -14,8 +14,7 @@ local cjson = require("cjson").new()
 
 local M = {}
 
---- The Report type.
--- @type Report
+-- The Report type (below).
 local Report = {}
 Report.__index = Report
 M.Report = Report
@@ -51,6 +50,9 @@ function M.new(t)
   self.summary = s
   return self
 end
+
+--- The Report type.
+-- @type Report
 
 --- The rows whose status is not "ok", in input order.
 -- @treturn {table,...}

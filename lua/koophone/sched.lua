@@ -182,8 +182,7 @@ local function heap_pop(h)
   return top
 end
 
---- A scheduler: runs many coroutines in one thread over koophone's engines.
--- @type Runner
+-- A scheduler (the Runner type, below).
 local Runner = {}
 Runner.__index = Runner
 
@@ -193,6 +192,9 @@ function M.runner()
   return setmetatable({ ready = {}, by_req = {}, timers = {}, engines = {}, count = 0,
                         errors = {} }, Runner)
 end
+
+--- A scheduler: runs many coroutines in one thread over koophone's engines.
+-- @type Runner
 
 --- Adds a coroutine running `fn(...)`; it starts at the next `run()`.
 -- @tparam function fn

@@ -40,8 +40,7 @@ local validate = require "koophone.validate"
 
 local M = {}
 
---- A workflow under construction.
--- @type Workflow
+-- A workflow under construction (the Workflow type, below).
 local Workflow = {}
 Workflow.__index = Workflow
 M.Workflow = Workflow
@@ -93,6 +92,9 @@ function Workflow:_check(where, opts, known)
   local ok, err = validate.known_keys(where, opts, known)
   if not ok then self.bad = err end
 end
+
+--- A workflow under construction.
+-- @type Workflow
 
 function Workflow:_add(kind, domain, opts, fn, known)
   opts = opts or {}
