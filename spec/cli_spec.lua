@@ -450,6 +450,103 @@ describe("koophone.cli in-process", function()
     assert.matches("must return a table", err)
     os.remove(file)
   end)
+
+  describe("the fleet", function()
+    before_each(function() emu:reset() end)
+
+    it("instances: every page as a table, CSV or a JSON array; --status filters", function()
+      local rc, out, err = main { "instances", "--page-size", "30" }
+      assert.equal(0, rc, err)
+      assert.matches("^instance_id%s+state%s+vendor_status%s+phone_id", out)
+      assert.matches("\nkp000000%s+running%s+2%s+ph000000%s+phone%-kp000000", out)
+      assert.matches("104 instances, 104 running", err) -- 100 + the pages' 4 example ids
+      assert.equal(4, emu:requests { endpoint = "instances" }.count)
+      rc, out = main { "--format", "csv", "instances" }
+      assert.equal(0, rc)
+      local lines = {}
+      for line in out:gmatch("([^\r\n]+)") do lines[#lines + 1] = line end
+      assert.equal(105, #lines)
+      assert.equal("instance_id,state,vendor_status,phone_id,instance_name,backup_status", lines[1])
+      assert.equal("kp000099,running,2,ph000099,phone-kp000099,", lines[101])
+      assert(main { "reboot", "kp000007" } == 0)
+      rc, out = main { "--format", "json", "instances", "--status", "starting" }
+      assert.equal(0, rc)
+      local list = cjson.decode(out)
+      assert.equal(1, #list)
+      assert.same({ "kp000007", "starting", 4 }, { list[1].instance_id, list[1].state, list[1].vendor_status })
+      rc, out = main { "--format", "json", "instances", "--name", "nothing-like-this" }
+      assert.equal(0, rc)
+      assert.same({}, cjson.decode(out))
+    end)
+
+    it("instances: a bad filter is refused before sending (exit 2); a failed page exits 1", function()
+      local rc, _, err = main { "instances", "--status", "asleep" }
+      assert.equal(2, rc)
+      assert.matches("^koophone: status must be one of", err)
+      rc, _, err = main { "instances", "--page-size", "500" }
+      assert.equal(2, rc)
+      assert.matches("page_size must be between 1 and 200", err)
+      assert.equal(0, emu:requests { endpoint = "instances" }.count)
+      emu:add_fault { endpoint = "instances", kind = "500" }
+      rc, _, err = main { "instances" }
+      emu:clear_faults()
+      assert.equal(1, rc)
+      assert.matches("HTTP 500", err)
+    end)
+
+    it("status: the state of each id, ids from stdin", function()
+      assert(main { "reboot", "kp000002" } == 0)
+      local rc, out, err = main({ "status", "-" }, nil, "kp000001\nkp000002 ghost001\n")
+      assert.equal(0, rc, err)
+      assert.matches("kp000001%s+ok%s+running", out)
+      assert.matches("kp000002%s+ok%s+starting", out)
+      assert.matches("ghost001%s+ok%s+unknown", out)
+      assert.matches("3 ids: 3 ok", err)
+    end)
+
+    it("apps: the app list of one instance; an unknown one exits 1", function()
+      local rc, out, err = main { "apps", "kp000001" }
+      assert.equal(0, rc, err)
+      assert.matches("com.android.settings%s+12%s+Settings", out)
+      assert.matches("kp000001: 8 apps", err)
+      rc, out = main { "--format", "csv", "apps", "--type", "third_party", "kp000001" }
+      assert.equal(0, rc)
+      assert.equal("app_pkg,app_version,app_name\r\n", out)
+      rc, out, err = main { "apps", "ghost001" }
+      assert.equal(1, rc)
+      assert.equal("", out)
+      assert.matches("KOOPHONE.API.1001", err)
+      rc, out, err = main { "apps", string.rep("k", 33) }
+      assert.equal(2, rc)
+      assert.equal("", out)
+      assert.matches("instance_id is 33 characters, at most 32", err)
+    end)
+
+    it("reboot, reset and backup: ids from arguments, a file or stdin; tasks followed", function()
+      local file = os.tmpname()
+      write_file(file, "kp000011\nkp000012 # two\n")
+      local rc, out, err = main { "--format", "json", "reset", "--ids-file", file }
+      os.remove(file)
+      assert.equal(0, rc, err)
+      local rows = cjson.decode(out).rows
+      assert.same({ "kp000011", "ok" }, { rows[1].id, rows[1].status })
+      assert.is_string(rows[2].task_id)
+      local trc, tout = main { "--format", "json", "task", "--kind", "reset", rows[1].task_id }
+      assert.equal(0, trc)
+      assert.equal(2, #cjson.decode(tout).rows)
+      rc, out = main({ "backup", "-" }, nil, "kp000013\n")
+      assert.equal(0, rc)
+      assert.matches("kp000013%s+ok", out)
+      rc, out = main { "reboot", "kp000014", "ghost001" }
+      assert.equal(1, rc) -- the vendor refuses the whole request
+      assert.matches("ghost001%s+error%s+KOOPHONE.API.1001", out)
+      rc, out, err = main { "reboot", "kp000014", "kp000014" }
+      assert.equal("", out)
+      assert.equal(2, rc)
+      assert.matches("duplicates", err)
+      assert.equal(1, emu:requests { endpoint = "reboot" }.count)
+    end)
+  end)
 end)
 
 -- The batch option the CLI sets: stop after a refused first submit.

@@ -8,6 +8,8 @@
 --     koophone restart --image-id img-1 ph000000 ph000001
 --     koophone resume install.jsonl
 --     koophone task ZGCA... --follow ; koophone job JOB_ID ; koophone --version
+--     koophone instances --status running --format csv ; koophone status kp000001
+--     koophone apps kp000001 ; koophone reboot|reset|backup --ids-file ids.txt
 --
 -- Configuration, first found wins: flags; the environment (`KOOPHONE_TOKEN`,
 -- `KOOPHONE_ENDPOINT`, `KOOPHONE_CPH_ENDPOINT`, `KOOPHONE_PROJECT_ID`, ...);
@@ -545,7 +547,8 @@ end
 
 command("task", "Query (or follow) a task.", function(cmd)
   cmd:argument("task_id", "The task id (the request id of a restart).")
-  cmd:option("--kind", "command, install or restart."):choices { "command", "install", "restart" }
+  cmd:option("--kind", "command, install, restart, reset, backup or phone_reset.")
+    :choices { "command", "install", "restart", "reset", "backup", "phone_reset" }
     :default("command")
   cmd:flag("--follow", "Poll until no job is running (or --timeout).")
 end, function(ctx, args)
@@ -558,7 +561,7 @@ end, function(ctx, args)
   else
     local message, err
     -- rows keyed by job id (by phone id for a restart's request id)
-    if args.kind == "restart" then rows, message, err = client:jobs { request_id = args.task_id }
+    if require("koophone.task").CPH_KINDS[args.kind] then rows, message, err = client:jobs { request_id = args.task_id }
     else rows, message, err = client:query_task(args.task_id) end
     if not rows then ctx:die(status_of(err), message) end
   end
@@ -573,6 +576,137 @@ end, function(ctx, args)
   if not row then ctx:die(status_of(err), message) end
   return ctx:finish(report_mod.new { rows = { row }, requests = client.transport.stats.requests })
 end)
+
+-- the fleet (koophone.fleet) ----------------------------------------------------------------
+
+-- Writes records (plain tables) as they come from `iter` — a list never
+-- sits in memory whole: a JSON array, CSV, or a text table with fixed
+-- column widths (long cells cut). `iter` yields records, or `false,
+-- message, err` when a page failed. Returns the number written, or dies.
+local function stream_records(ctx, iter, columns)
+  local n = 0
+  local function plain(r)
+    local o = {}
+    for k, v in pairs(r) do
+      local t = type(v)
+      if t == "string" or t == "number" or t == "boolean" then o[k] = v end
+    end
+    return o
+  end
+  local function cell(v, w)
+    local text = v == nil and "" or tostring(v):gsub("[%c]+", " ")
+    if #text > w then text = text:sub(1, w - 3) .. "..." end
+    return text .. string.rep(" ", w - #text)
+  end
+  if ctx.format == "json" then ctx:out("[")
+  elseif ctx.format == "csv" then ctx:out(table.concat(columns, ",") .. "\r\n")
+  else
+    local head, sep = {}, {}
+    for i, c in ipairs(columns) do
+      head[i], sep[i] = cell(c[1], c[2]), string.rep("-", c[2])
+    end
+    ctx:out((table.concat(head, "  "):gsub("%s+$", "")) .. "\n" .. table.concat(sep, "  ") .. "\n")
+  end
+  for r, message, err in iter do
+    if not r then
+      if ctx.format == "json" then ctx:out("]\n") end
+      ctx:die(status_of(err), message)
+    end
+    n = n + 1
+    if ctx.format == "json" then
+      ctx:out((n > 1 and ",\n" or "\n") .. cjson.encode(plain(r)):gsub("\\/", "/"))
+    elseif ctx.format == "csv" then
+      local f = {}
+      for i, c in ipairs(columns) do f[i] = report_mod.csv_field(r[c]) end
+      ctx:out(table.concat(f, ",") .. "\r\n")
+    else
+      local f = {}
+      for i, c in ipairs(columns) do f[i] = cell(r[c[1]], c[2]) end
+      ctx:out((table.concat(f, "  "):gsub("%s+$", "")) .. "\n")
+    end
+  end
+  if ctx.format == "json" then ctx:out(n > 0 and "\n]\n" or "]\n") end
+  return n
+end
+
+-- `columns` for stream_records: names for CSV, {name, width} for a table
+local function columns_for(ctx, list)
+  if ctx.format ~= "table" then
+    local names = {}
+    for i, c in ipairs(list) do names[i] = c[1] end
+    return names
+  end
+  return list
+end
+
+-- A list from a table of records (apps), as a one-shot iterator.
+local function each_of(list)
+  local i = 0
+  return function()
+    i = i + 1
+    return list[i]
+  end
+end
+
+command("instances", "List the instances (every page, one at a time: any fleet size), with their state.",
+        function(cmd)
+  cmd:option("--status", "Only instances in this state: running, starting, stopped, going_offline, shut_down, unknown.")
+  cmd:option("--name", "Only instances whose name contains this text.")
+  cmd:option("--page-size", "Instances per request (1..200, default 100).")
+end, function(ctx, args)
+  local client = ctx:client()
+  local iter, message, err = client:each_instance { status = args.status, instance_name = args.name,
+    page_size = ctx:number("page-size", args.page_size), timeout = ctx:timeout() }
+  if not iter then ctx:die(status_of(err), message) end
+  local running = 0
+  local counted = function()
+    local r, m, e = iter()
+    if r and r.state == "running" then running = running + 1 end
+    return r, m, e
+  end
+  local n = stream_records(ctx, counted, columns_for(ctx, {
+    { "instance_id", 12 }, { "state", 13 }, { "vendor_status", 13 }, { "phone_id", 32 },
+    { "instance_name", 20 }, { "backup_status", 13 } }))
+  ctx:say(("%d instances, %d running"):format(n, running))
+  return 0
+end)
+
+command("status", "The state of instances (running, starting, stopped, ...), one row per id.", function(cmd)
+  cmd:argument("ids", "Instance ids (- reads stdin)."):args("*")
+  batch_flags(cmd)
+end, function(ctx, args)
+  local client = ctx:client()
+  local ids = ctx:ids(args)
+  return ctx:finish(batch.status(client, ids, ctx:batch_opts(args)))
+end)
+
+command("apps", "The apps installed on an instance (every page).", function(cmd)
+  cmd:argument("id", "The instance id.")
+  cmd:option("--type", "system or third_party (default both)."):choices { "system", "third_party" }
+end, function(ctx, args)
+  local client = ctx:client()
+  local apps, message, err = client:apps(args.id, { app_type = args.type, timeout = ctx:timeout() })
+  if not apps then ctx:die(status_of(err), message) end
+  local n = stream_records(ctx, each_of(apps), columns_for(ctx, {
+    { "app_pkg", 40 }, { "app_version", 16 }, { "app_name", 24 } }))
+  ctx:say(("%s: %d apps"):format(args.id, n))
+  return 0
+end)
+
+for _, op in ipairs {
+  { "reboot", "Reboot instances (a row ok: the vendor took the order; see `koophone status`)." },
+  { "reset", "Reset instances to their image (installed apps are removed); follows the tasks." },
+  { "backup", "Back instances up; follows the tasks." },
+} do
+  command(op[1], op[2], function(cmd)
+    cmd:argument("ids", "Instance ids (- reads stdin)."):args("*")
+    batch_flags(cmd)
+  end, function(ctx, args)
+    local client = ctx:client()
+    local ids = ctx:ids(args)
+    return ctx:finish(batch[op[1]](client, ids, ctx:batch_opts(args)))
+  end)
+end
 
 -- main ------------------------------------------------------------------------------------
 
