@@ -294,7 +294,8 @@ local function check_wait_opts(opts)
   if type(opts) ~= "table" then return nil, errors.validation("opts", "must be a table") end
   local ok, err = validate.known_keys("option", opts, WAIT_OPTIONS)
   for _, k in ipairs { "timeout", "interval", "max_interval", "ratio" } do
-    if ok then ok, err = validate.seconds(k, opts[k], true) end
+    -- timeout = 0: look once, do not wait
+    if ok then ok, err = validate.seconds(k, opts[k], k ~= "timeout") end
   end
   if ok and opts.ratio ~= nil and opts.ratio > 1 then
     ok, err = nil, errors.validation("ratio", "must be at most 1 (a share of the task's age), got " .. opts.ratio, 1)
