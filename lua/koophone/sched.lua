@@ -316,4 +316,34 @@ function Runner:run(timeout)
   return true
 end
 
+--- Runs `fn(...)` from inside a host's own plain coroutine (a game
+-- engine's script slot resumed once per frame) without ever blocking it:
+-- koophone's waits inside `fn` yield to a private scheduler, which gets one
+-- non-blocking pass each time the host resumes the calling coroutine; in
+-- between, the calling coroutine yields `yield_value` to its host. From
+-- the main thread (no coroutine to yield) it simply runs `fn` to its end.
+--
+--     -- in a script the host resumes every frame:
+--     local rows = assert(sched.frames(client.sync_command, client, "ls", ids))
+-- @tparam function fn
+-- @param ... its arguments
+-- @return what `fn` returns
+function M.frames(fn, ...)
+  local unpack = table.unpack or unpack
+  local runner = M.runner()
+  local args = { n = select("#", ...), ... }
+  local res
+  runner:spawn(function() res = { n = 0, fn(unpack(args, 1, args.n)) } end)
+  local co, main = coroutine.running() -- Lua 5.1/LuaJIT: nil in the main thread
+  if co == nil or main then
+    runner:run()
+  else
+    while not runner:run(0) do coroutine.yield(M.frames_yield) end -- one pass per frame
+  end
+  return unpack(res)
+end
+
+--- What `frames` yields to the host between passes (default "koophone").
+M.frames_yield = "koophone"
+
 return M
