@@ -9,18 +9,12 @@ local koophone = require "koophone"
 local sched = require "koophone.sched"
 local batch = require "koophone.batch"
 
-local unpack = table.unpack or unpack
 local n = tonumber(arg and arg[1]) or 1000
 
 -- ---- script side: knows koophone, only ever coroutine.yield()s to the host
-local function frames(fn, ...)
-  local runner = sched.runner()
-  local res
-  local args = { n = select("#", ...), ... }
-  runner:spawn(function() res = { n = 0, fn(unpack(args, 1, args.n)) } end)
-  while not runner:run(0) do coroutine.yield("koophone") end -- one pass per frame
-  return unpack(res)
-end
+-- (koophone.sched.frames: koophone's waits yield to a private scheduler
+-- stepped once per frame)
+local frames = sched.frames
 
 local function script(log)
   local client = assert(koophone.new())

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# make demo: start the emulator (a little latency, 1% failing phones, some
-# 503s and 500s on status queries), run the rollout on 1,000 emulated
-# phones — restart, wait, install, verify — and show the report.
+# make demo: start the emulator (a little latency, 1% failing commands, 2% of
+# installs that report success but never land, some 503s and 500s on status
+# queries), run the rollout on 1,000 emulated phones — restart, wait_running,
+# install, verify_installed, run — and show the report: verify_installed
+# catches the silent install failures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LUA=${LUA:-lua5.4}

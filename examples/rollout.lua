@@ -1,5 +1,7 @@
---- A rollout: restart phones, wait for them to boot, install an app on the
--- ones that came back, then check with `pm list packages` that it is there.
+--- A rollout in five steps: restart phones, wait until each runs again,
+-- install an app on the ones that came back, verify in each instance's app
+-- list that it landed (the vendor may report an install as done when it is
+-- not), then run `pm list packages` on the survivors.
 --
 --     eval "$(bin/koophone-emulator start --env)"
 --     LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="build/lua5.4/?.so;;" \
@@ -7,8 +9,8 @@
 --
 -- Environment: KOOPHONE_ENDPOINT, KOOPHONE_CPH_ENDPOINT, KOOPHONE_TOKEN,
 -- KOOPHONE_PROJECT_ID; KOOPHONE_APP_URL (the package URL), KOOPHONE_EXPECT
--- (what `pm list packages` must show; default "package:"), KOOPHONE_BOOT_WAIT
--- (seconds between restart and install, default 1).
+-- (what `pm list packages` must show; default "package:"), KOOPHONE_BOOT_DEADLINE
+-- (seconds a phone may take to run again, default 120).
 -- The emulator's phones ph000000... run instances kp000000...: phone N maps
 -- to instance N (`phone_to_instance` below).
 local koophone = require "koophone"
@@ -36,7 +38,7 @@ local app = {
 }
 
 local function progress(p)
-  io.stderr:write(("\r%-8s %d/%d ok %d failed %d error %d   "):format(
+  io.stderr:write(("\r%-16s %d/%d ok %d failed %d error %d   "):format(
     p.step or "", p.done, p.total, p.ok, p.failed, p.error))
 end
 
@@ -46,8 +48,9 @@ local report, rerr = workflow.new(client, {
   phone_to_instance = function(phone) return (phone:gsub("^ph", "kp")) end,
 })
   :restart(phones)
-  :wait(tonumber(os.getenv("KOOPHONE_BOOT_WAIT") or "1"))
+  :wait_running { deadline = tonumber(os.getenv("KOOPHONE_BOOT_DEADLINE") or "120"), interval = 0.5 }
   :install(app)
+  :verify_installed { package = app.object_name, version = app.object_version }
   :run("pm list packages", { expect = os.getenv("KOOPHONE_EXPECT") or "package:" })
   :execute()
 io.stderr:write("\n")
@@ -58,8 +61,13 @@ end
 
 print(tostring(report))
 for _, s in ipairs(report.summary.steps) do
-  print(("  %-8s %d of %d ok"):format(s.name, s.ok, s.total))
+  print(("  %-16s %d of %d ok"):format(s.name, s.ok, s.total))
 end
+local caught = 0
+for _, row in ipairs(report.rows) do
+  if row.dropped_at == "verify_installed" then caught = caught + 1 end
+end
+print(("verify_installed caught %d install(s) the vendor reported as done that are not in the app list"):format(caught))
 local failed = report:failed()
 if #failed > 0 then
   print()

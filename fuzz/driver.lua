@@ -30,7 +30,7 @@ local function finding(kind, msg) error({ finding = kind, message = msg }, 0) en
 local function check_err(what, err)
   if not errors.is(err) then finding("unstructured", what .. ": error is not a koophone error: " .. tostring(err)) end
   local s = tostring(err)
-  if type(s) ~= "string" or not s:match("^koophone: ") then finding("tostring", what .. ": bad tostring " .. tostring(s)) end
+  if type(s) ~= "string" or s == "" or s:find("\n") then finding("tostring", what .. ": bad tostring " .. tostring(s)) end
   if type(err.kind) ~= "string" then finding("kind", what .. ": no kind") end
 end
 
@@ -84,13 +84,17 @@ function M.new()
   return self
 end
 
-function D:_outcome(what, ok, a, b)
+-- `a, msg, b`: a public call's returns (`nil, message, err` on failure)
+function D:_outcome(what, ok, a, msg, b)
   if not ok then
     if type(a) == "table" and a.finding then error(a, 0) end
     finding("lua_error", what .. ": uncaught Lua error: " .. tostring(a))
   end
   if a == nil then
     check_err(what, b)
+    if type(msg) ~= "string" or msg ~= tostring(b) or msg:find("\n") then
+      finding("unstructured", what .. ": the message is not one line equal to tostring(err): " .. tostring(msg))
+    end
     self.stats.errors = self.stats.errors + 1
     self.stats.by_kind[b.kind] = (self.stats.by_kind[b.kind] or 0) + 1
   else
@@ -116,21 +120,21 @@ function D:feed(status, body, raw, decode_error)
   self.response = { status = status, body = body, raw = raw, decode_error = decode_error }
   self.stats.inputs = self.stats.inputs + 1
   local c = self.client
-  local ok, a, b
+  local ok, a, msg, b
   self.calls = 0
-  ok, a, b = pcall(c.sync_command, c, "echo fuzz", IDS)
-  self:_outcome("sync_command", ok, a, b)
+  ok, a, msg, b = pcall(c.sync_command, c, "echo fuzz", IDS)
+  self:_outcome("sync_command", ok, a, msg, b)
   if ok and a then check_rows("sync_command", a, IDS) end
 
   for _, kind in ipairs { "async", "install" } do
     self.calls = 0
     if kind == "async" then
-      ok, a, b = pcall(c.async_command, c, "echo fuzz", IDS)
+      ok, a, msg, b = pcall(c.async_command, c, "echo fuzz", IDS)
     else
-      ok, a, b = pcall(c.install_app, c, { object_name = "o", file_name = "f.apk", object_version = "1",
+      ok, a, msg, b = pcall(c.install_app, c, { object_name = "o", file_name = "f.apk", object_version = "1",
         object_size = 1, install_package_url = "https://x/a.apk?Signature=S" }, IDS)
     end
-    self:_outcome(kind, ok, a, b)
+    self:_outcome(kind, ok, a, msg, b)
     if ok and a then
       local task = a
       check_rows(kind .. " task", task:results(), IDS)
@@ -143,7 +147,7 @@ function D:feed(status, body, raw, decode_error)
       local cnt = task:counts()
       if cnt.total ~= #IDS then finding("task", kind .. ": counts total") end
       if done then
-        local wok, wrows, werr = pcall(task.wait, task, { timeout = 0 })
+        local wok, wrows, _, werr = pcall(task.wait, task, { timeout = 0 })
         if not wok then finding("lua_error", kind .. " wait: " .. tostring(wrows)) end
         if wrows then check_rows(kind .. " wait", wrows, IDS) else check_err(kind .. " wait", werr) end
       end
@@ -151,8 +155,8 @@ function D:feed(status, body, raw, decode_error)
   end
 
   self.calls = 0
-  ok, a, b = pcall(c.restart_phones, c, { PHONES[1], { phone_id = PHONES[2], property = { wifi = "x" } } })
-  self:_outcome("restart", ok, a, b)
+  ok, a, msg, b = pcall(c.restart_phones, c, { PHONES[1], { phone_id = PHONES[2], property = { wifi = "x" } } })
+  self:_outcome("restart", ok, a, msg, b)
   if ok and a then
     check_rows("restart task", a:results(), PHONES)
     self.calls = 0
@@ -165,18 +169,18 @@ function D:feed(status, body, raw, decode_error)
   end
 
   self.calls = 0
-  ok, a, b = pcall(c.query_task, c, "task-1")
-  self:_outcome("query_task", ok, a, b)
+  ok, a, msg, b = pcall(c.query_task, c, "task-1")
+  self:_outcome("query_task", ok, a, msg, b)
   if ok and a then check_rows("query_task", a) end
 
   self.calls = 0
-  ok, a, b = pcall(c.job, c, "job-1")
-  self:_outcome("job", ok, a, b)
+  ok, a, msg, b = pcall(c.job, c, "job-1")
+  self:_outcome("job", ok, a, msg, b)
   if ok and a then check_row("job", a) end
 
   self.calls = 0
-  ok, a, b = pcall(c.jobs, c, { request_id = "req-1", limit = 2 })
-  self:_outcome("jobs", ok, a, b)
+  ok, a, msg, b = pcall(c.jobs, c, { request_id = "req-1", limit = 2 })
+  self:_outcome("jobs", ok, a, msg, b)
   if ok and a then check_rows("jobs", a) end
 
   -- a task attached by id alone discovers its jobs from the answer

@@ -279,9 +279,10 @@ describe("bad input through the CLI", function()
   end)
   teardown(function() if emu then emu:stop() end end)
 
-  local function koophone_cli(args)
+  local function koophone_cli(args, extra_env)
     local errf = os.tmpname()
-    local out, rc = emulator.run(env .. " " .. cli .. " -q " .. args .. " 2>" .. q(errf) .. " </dev/null")
+    local out, rc = emulator.run(env .. " " .. (extra_env or "") .. " " .. cli .. " -q " .. args .. " 2>" .. q(errf)
+      .. " </dev/null")
     local f = io.open(errf, "rb")
     local e = f:read("*a")
     f:close()
@@ -305,8 +306,11 @@ describe("bad input through the CLI", function()
     { "run: sync --chunk 33", "run --mode sync --chunk 33 'echo hi' kp000001", "chunk.*32" },
     { "run: --mode fast", "run --mode fast 'echo hi' kp000001", "mode" },
     { "install: no url", "install --object-name a --file-name a.apk --object-version 1 --object-size 1 kp000001", "install_package_url" },
-    { "install: --object-size -1", "install --url https://x/a.apk --object-name a --file-name a.apk --object-version 1 --object-size=-1 kp000001", "object_size" },
-    { "install: --object-name 101 chars", "install --url https://x/a.apk --object-name " .. ("n"):rep(101) .. " --file-name a.apk --object-version 1 --object-size 1 kp000001", "object_name.*100" },
+    { "install: --object-size -1", "install --object-name a --file-name a.apk --object-version 1 --object-size=-1 kp000001", "object_size",
+      "KOOPHONE_PACKAGE_URL=https://x/a.apk" },
+    { "install: --object-name 101 chars", "install --object-name " .. ("n"):rep(101) .. " --file-name a.apk --object-version 1 --object-size 1 kp000001", "object_name.*100",
+      "KOOPHONE_PACKAGE_URL=https://x/a.apk" },
+    { "install: --url (a URL in a flag shows in ps)", "install --url https://x/a.apk --object-name a kp000001", "KOOPHONE_PACKAGE_URL" },
     { "restart: --image-id a/b", "restart --image-id a/b ph000001", "image_id" },
     { "restart: 65-character phone id", "restart " .. ("p"):rep(65), "phones%[1%].*64" },
     { "task: id with '/'", "task ../x", "task_id" },
@@ -318,7 +322,7 @@ describe("bad input through the CLI", function()
   for _, case in ipairs(CLI) do
     it(case[1] .. " -> exit 2 naming the field", function()
       emu:reset()
-      local out, err, rc = koophone_cli(case[2])
+      local out, err, rc = koophone_cli(case[2], case[4])
       assert.equal(2, rc, case[1] .. ": exit " .. tostring(rc) .. "; stderr: " .. err .. " stdout: " .. out)
       assert.matches(case[3], err, 1)
       assert.equal(0, emu:requests().count, case[1] .. ": something was sent")

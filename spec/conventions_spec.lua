@@ -8,7 +8,7 @@ local workflow = require "koophone.workflow"
 local emulator = require "spec.support.emulator"
 
 -- The public modules, and the functions in them that may fail.
-local PUBLIC = { "init", "client", "task", "batch", "report", "workflow" }
+local PUBLIC = { "init", "client", "task", "batch", "report", "workflow", "fleet" }
 
 local function read(path)
   local f = assert(io.open(path, "rb"))
@@ -71,6 +71,25 @@ describe("koophone's Lua conventions", function()
       { "client:job", function() return client:job("a/b") end },
       { "client:jobs", function() return client:jobs {} end },
       { "task:wait", function() return task:wait { timeout = -1 } end },
+      { "client:reboot", function() return client:reboot {} end },
+      { "client:reset", function() return client:reset {} end },
+      { "client:backup", function() return client:backup {} end },
+      { "client:instance_status", function() return client:instance_status {} end },
+      { "client:instances", function() return client:instances { page_size = 0 } end },
+      { "client:each_instance", function() return client:each_instance { order = "up" } end },
+      { "client:apps", function() return client:apps("") end },
+      { "client:phone", function() return client:phone("") end },
+      { "client:phones", function() return client:phones { limit = 0 } end },
+      { "client:each_phone", function() return client:each_phone { offset = -1 } end },
+      { "client:reset_phones", function() return client:reset_phones {} end },
+      { "a vendor error (fleet)", function() return client:apps("ghost001") end },
+      { "batch.reboot", function() return batch.reboot(client, {}) end },
+      { "batch.reset", function() return batch.reset(client, {}) end },
+      { "batch.backup", function() return batch.backup(client, {}) end },
+      { "batch.status", function() return batch.status(client, {}) end },
+      { "batch.reset_phones", function() return batch.reset_phones(client, {}) end },
+      { "batch.phone_status", function() return batch.phone_status(client, {}) end },
+      { "batch.apps", function() return batch.apps(client, {}) end },
       { "batch.run", function() return batch.run(client, "ls", {}) end },
       { "batch.install", function() return batch.install(client, {}, { "kp000001" }) end },
       { "batch.restart", function() return batch.restart(client, {}) end },
@@ -189,6 +208,12 @@ describe("strict options", function()
     refused("task:wait", "timout", "timeout", task:wait { timout = 1 })
     refused("client:task", "job", "jobs", client:task("t-1", { job = {} }))
     refused("jobs query", "requestid", "request_id", client:jobs { requestid = "r" })
+    refused("instances filter", "page_sise", "page_size", client:instances { page_sise = 10 })
+    refused("phones filter", "limt", "limit", client:phones { limt = 10 })
+    refused("apps option", "app_typ", "app_type", client:apps("kp000001", { app_typ = 1 }))
+    refused("reboot call", "requst_id", "request_id", client:reboot({ "kp000001" }, { requst_id = "x" }))
+    refused("wait_running", "dedline", "deadline",
+            workflow.new(client):reboot({ "kp000001" }):wait_running { dedline = 1 }:execute())
     refused("workflow step", "concurency", "concurrency",
             workflow.new(client):run("ls", { ids = { "kp000001" }, concurency = 1 }):execute())
     refused("workflow", "rat", "rate", workflow.new(client, { rat = 1 }):run("ls", { ids = { "kp000001" } }):execute())

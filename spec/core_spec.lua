@@ -161,9 +161,10 @@ describe("koophone.core", function()
     local e = core.engine()
     assert.has_error(function() e:submit{} end, "request field 'url' is required")
     assert.has_error(function() e:submit{ url = "http://x", timeout = "soon" } end,
-      "request field 'timeout' must be a number")
+      "request field 'timeout' must be a number (ms, 0: none), got string")
     assert.has_error(function() e:submit{ url = "http://x", headers = { 1 } } end)
-    assert.has_error(function() core.engine{ pool = -1 } end, "engine option 'pool' must be >= 0")
+    assert.has_error(function() core.engine{ pool = -1 } end,
+      "engine option 'pool' must be a number from 0 to 1000000 (idle easy handles kept), got -1")
   end)
 
   it("checks id lists in one pass: type, empty, length, characters, duplicates", function()

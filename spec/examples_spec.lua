@@ -21,6 +21,8 @@ describe("examples", function()
     { "task.lua", "kp000003%s+ok%s+hello" },
     { "jobs.lua", "ShowJob%s+ph000010%s+ok" },
     { "coroutines.lua", "1000 instances in" },
+    { "fleet.lua", "instances: 10004, 10004 running.*app%s+com.android.settings.*kp000002%s+starting.*"
+                   .. "kp000002%s+running.*phone%s+ph000001%s+running%s+2" },
   } do
     it(case[1], function()
       local out, rc = run(case[1])

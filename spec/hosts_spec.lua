@@ -28,6 +28,30 @@ describe("hosts", function()
     return out, rc
   end
 
+  -- the promises of spec/promises_spec.lua, kept under each host too
+  for _, host in ipairs { "cqueues", "luv" } do
+    local usable = sh_ok("test -f " .. shq(emulator.repo .. "/build/lua5.4/koophone/core.so"))
+      and sh_ok("lua5.4 -e " .. shq("require '" .. host .. "'"))
+    local test = usable and it or pending
+    test(host .. ": two waiters on one task, a wait abandoned on time, a closed client beside others", function()
+      emu:reset()
+      emu:add_fault { endpoint = "task", kind = "stall", seconds = 3, count = 1 }
+      local repo = emulator.repo
+      local cmd = ("LUA_PATH=%s LUA_CPATH=%s lua5.4 %s %s %s %s %s 2>&1"):format(
+        shq(repo .. "/lua/?.lua;" .. repo .. "/lua/?/init.lua;./?.lua;;"), shq(repo .. "/build/lua5.4/?.so;;"),
+        shq(repo .. "/spec/hosts/promises_host.lua"), host, shq(emu.url), shq(emu.token), shq(emu.project_id))
+      local out, rc = emulator.run(cmd)
+      assert.equal(0, rc, out)
+      local r = emulator.decode(out:match("{.*}"))
+      assert.is_table(r, out)
+      assert.equal(2, r.first, out)
+      assert.equal(2, r.second, out)
+      assert.equal("closed", r.closed, out)
+      assert.equal("timeout", r.abandoned.kind, out)
+      assert.is_true(r.abandoned.took < 1.5, out)
+    end)
+  end
+
   for _, host in ipairs { { "cqueues", "cqueues_host.lua" }, { "luv", "luv_host.lua" } } do
     for _, lua in ipairs(LUAS) do
       local usable = sh_ok("test -f " .. shq(emulator.repo .. "/build/" .. lua .. "/koophone/core.so"))

@@ -23,6 +23,24 @@ describe("waiting", function()
     assert.is_true(used < wall * 0.2, ("cpu %.3fs over %.3fs"):format(used, wall))
   end)
 
+  it("sched.frames: inside a host's plain coroutine, a wait yields to the host instead of blocking", function()
+    local script = coroutine.create(function()
+      local task = assert(sched.frames(client.async_command, client, "echo f", { "kp000030", "kp000031" }))
+      return assert(sched.frames(task.wait, task, { timeout = 10 }))
+    end)
+    local frames, rows = 0, nil
+    while coroutine.status(script) ~= "dead" do
+      local ok, v = coroutine.resume(script)
+      assert(ok, v)
+      if coroutine.status(script) == "dead" then rows = v else assert.equal("koophone", v) end
+      frames = frames + 1
+      client.engine:wait(5) -- the host's frame
+    end
+    assert.equal(2, #rows)
+    assert.equal("ok", rows[1].status)
+    assert.is_true(frames > 10, "the wait took " .. frames .. " frames")
+  end)
+
   it("runs many tasks at once in one thread with koophone.spawn/run", function()
     local results = {}
     local t0 = koophone.now()

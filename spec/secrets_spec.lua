@@ -141,7 +141,7 @@ describe("secrets", function()
   it("never appear in anything the CLI prints or writes", function()
     local cli = q(emulator.repo .. "/bin/koophone")
     local env = ("KOOPHONE_ENDPOINT=%s KOOPHONE_CPH_ENDPOINT=%s KOOPHONE_TOKEN=%s KOOPHONE_PROJECT_ID=%s KOOPHONE_POLL_INTERVAL=0.1")
-      :format(q(emu.url), q(emu.url), q(TOKEN), q(emu.project_id))
+      :format(q(emu.url), q(emu.url), q(TOKEN), q(emu.project_id)) .. " KOOPHONE_PACKAGE_URL=" .. q(URL)
     local idlist = table.concat(ids(120), " ")
     local phones = table.concat(ids(60, "ph%06d"), " ")
     local runs = {}
@@ -152,7 +152,7 @@ describe("secrets", function()
       for _, args in ipairs {
         "run --mode sync 'echo s' " .. idlist,
         "run 'getprop ro.serialno' " .. idlist,
-        "install --url " .. q(URL) .. " --object-name com.example.game --file-name game.apk --object-version 1 --object-size 12 --fast " .. idlist,
+        "install --object-name com.example.game --file-name game.apk --object-version 1 --object-size 12 --fast " .. idlist,
         "restart " .. phones,
       } do
         runs[#runs + 1] = ("--format %s --journal %s --concurrency 4 %s"):format(fmt, q(j .. "." .. #runs), args)
@@ -169,7 +169,7 @@ describe("secrets", function()
       os.remove(errf)
     end
     -- progress bar on a terminal
-    local tty = emulator.run("script -qfec " .. q(env .. " " .. cli .. " install --url " .. q(URL)
+    local tty = emulator.run("script -qfec " .. q(env .. " " .. cli .. " install"
       .. " --object-name a --file-name a.apk --object-version 1 --object-size 1 kp000001 kp000002") .. " /dev/null")
     outputs[#outputs + 1] = { "tty", tty }
     -- resume of an install journal, and the journals themselves
@@ -185,10 +185,10 @@ describe("secrets", function()
       os.remove(j)
     end
     -- errors: bad URL, connection failure, IAM password in a config file
-    outputs[#outputs + 1] = { "bad url", emulator.run(env .. " " .. cli .. " install --url " .. q("ftp://x/a.apk?" .. QUERY)
-      .. " --object-name a --file-name a.apk --object-version 1 --object-size 1 kp000001 2>&1") }
+    outputs[#outputs + 1] = { "bad url", emulator.run(env .. " KOOPHONE_PACKAGE_URL=" .. q("ftp://x/a.apk?" .. QUERY)
+      .. " " .. cli .. " install --object-name a --file-name a.apk --object-version 1 --object-size 1 kp000001 2>&1") }
     outputs[#outputs + 1] = { "dead endpoint", emulator.run("KOOPHONE_ENDPOINT=http://127.0.0.1:9 KOOPHONE_TOKEN=" .. q(TOKEN)
-      .. " " .. cli .. " install --url " .. q(URL) .. " --object-name a --file-name a.apk --object-version 1 --object-size 1 kp000001 2>&1") }
+      .. " KOOPHONE_PACKAGE_URL=" .. q(URL) .. " " .. cli .. " install --object-name a --file-name a.apk --object-version 1 --object-size 1 kp000001 2>&1") }
     local cfg = os.tmpname()
     local f = io.open(cfg, "wb")
     f:write(cjson.encode { endpoint = emu.url, iam = { user = "emulator-user", password = "emulator-password-no",

@@ -34,6 +34,8 @@ LUALIB_API int luaopen_koophone_core(lua_State *L) {
   kp_request_open(L);
   kp_engine_open(L); /* sets field "engine" */
   kp_ids_open(L);   /* sets "check_ids" */
+  kp_files_open(L); /* sets "journal_prepare" */
+  kp_sign_open(L);  /* sets "sign" */
   lua_pushliteral(L, "0.1.0");
   lua_setfield(L, -2, "_VERSION");
   lua_pushlightuserdata(L, NULL); /* the same value as cjson.null */

@@ -19,13 +19,48 @@ void kp_buf_free(kp_buf *b);
 
 typedef struct kp_engine kp_engine;
 
+/* poller.c: the interest set. One watch per socket curl asked us to
+ * watch, kept in a list (engine:fds() walks it) and, on Linux, an epoll
+ * set (engine:fd()). */
+typedef struct kp_watch {
+  curl_socket_t fd;
+  int what;                        /* CURL_POLL_IN, _OUT or _INOUT */
+  struct kp_watch *prev, *next;
+} kp_watch;
+
+typedef struct kp_poller {
+  int epfd;                        /* the epoll set; -1 with poll() */
+  int wake_r, wake_w;              /* eventfd (both the same) or a pipe */
+  kp_watch *watches;
+  int n_watches;
+  void *buf;                       /* scratch: epoll_event[] or pollfd[] */
+  int cap;                         /* entries in buf */
+} kp_poller;
+
+typedef void (*kp_ready_fn)(void *ud, curl_socket_t s, int curl_bits);
+
+int kp_poller_init(kp_poller *p);
+void kp_poller_close(kp_poller *p);
+int kp_poller_update(kp_poller *p, CURLM *multi, curl_socket_t s, int what, kp_watch *w);
+int kp_poller_scan(kp_poller *p, kp_ready_fn fn, void *ud);
+int kp_poller_sleep(kp_poller *p, int timeout_ms);
+void kp_poller_wake(kp_poller *p);
+int kp_poller_fd(const kp_poller *p);
+
+/* options.c: numeric options, range-checked on the double before any
+ * conversion (so a cast is never undefined behaviour) */
+long kp_opt_range(lua_State *L, int t, const char *k, long dflt, long max,
+                  const char *what, const char *unit);
+
 enum kp_state { KP_PENDING = 0, KP_DONE = 1, KP_CLOSED = 2 };
 
 /* A request, from submit to the moment Lua reads its response. The easy
  * handle goes back to the engine's pool as soon as the transfer ends. */
 typedef struct kp_request {
-  kp_engine *engine;               /* NULL once detached */
-  struct kp_request *prev, *next;  /* the engine's in-flight list */
+  kp_engine *engine;               /* set while the engine lists it */
+  struct kp_request *prev, *next;  /* the engine's in-flight list while
+                                      KP_PENDING, its finished list once
+                                      KP_DONE (until perform() reports it) */
   CURL *easy;                      /* NULL when not in flight */
   struct curl_slist *headers;
   char *body;                      /* request body (owned copy) */
@@ -33,6 +68,7 @@ typedef struct kp_request {
   kp_buf response;                 /* response body */
   size_t max_response;
   char *request_id, *retry_after, *subject_token, *content_type;
+  char *date;                      /* the server's Date header (clock skew) */
   int state;
   int decode;                      /* decode the body as JSON */
   CURLcode curl_code;
@@ -48,7 +84,10 @@ struct kp_engine {
   CURLSH *share;
   kp_request *inflight;            /* doubly linked list */
   int n_inflight;
+  kp_request *done_head, *done_tail; /* finished, not yet reported */
   lua_Integer completed;           /* transfers finished, ever */
+  long long timer_due;             /* monotonic us of curl's timer; -1 none */
+  kp_poller poller;
   CURL **pool;                     /* reset easy handles ready for reuse */
   int pool_len, pool_cap;
   unsigned long long rng[2];        /* request-id source, see engine.c */
@@ -59,6 +98,11 @@ struct kp_engine {
 kp_engine *kp_check_engine(lua_State *L, int idx);
 CURL *kp_engine_take_easy(kp_engine *e);
 void kp_engine_give_easy(kp_engine *e, CURL *easy);
+void kp_engine_track(lua_State *L, int engine_idx, int req_idx, kp_request *r);
+int kp_engine_add(kp_engine *e, kp_request *r);
+void kp_engine_forget(lua_State *L, int engine_idx, kp_request *r);
+void kp_engine_unlist(kp_engine *e, kp_request *r);
+void kp_engine_push_json(lua_State *L, int idx);
 int kp_engine_open(lua_State *L);
 
 /* request.c */
@@ -74,6 +118,11 @@ int kp_json_encode(lua_State *L, int cjson_idx, int value_idx);
 
 /* ids.c */
 int kp_ids_open(lua_State *L);
+
+/* files.c */
+int kp_files_open(lua_State *L);
+/* sign.c */
+int kp_sign_open(lua_State *L);          /* sets "sign" */
 
 /* errors.c */
 const char *kp_curl_kind(CURLcode code);

@@ -6,9 +6,6 @@
 #include <strings.h>
 #include "core.h"
 
-void kp_engine_track(lua_State *L, int engine_idx, int req_idx, kp_request *r);
-void kp_engine_untrack(kp_engine *e, kp_request *r);
-void kp_engine_push_json(lua_State *L, int idx);
 
 /* Slots of the request's user value table. */
 #define SLOT_ENGINE 1   /* keeps the engine (and its cjson) alive */
@@ -72,8 +69,8 @@ static void set_header_copy(char **slot, const char *v, size_t n) {
 
 static void clear_headers(kp_request *r) {
   free(r->request_id); free(r->retry_after);
-  free(r->subject_token); free(r->content_type);
-  r->request_id = r->retry_after = r->subject_token = r->content_type = NULL;
+  free(r->subject_token); free(r->content_type); free(r->date);
+  r->request_id = r->retry_after = r->subject_token = r->content_type = r->date = NULL;
 }
 
 static size_t on_header(char *line, size_t size, size_t nitems, void *ud) {
@@ -89,6 +86,7 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *ud) {
   else if (name_len == 11 && strncasecmp(line, "retry-after", 11) == 0) slot = &r->retry_after;
   else if (name_len == 15 && strncasecmp(line, "x-subject-token", 15) == 0) slot = &r->subject_token;
   else if (name_len == 12 && strncasecmp(line, "content-type", 12) == 0) slot = &r->content_type;
+  else if (name_len == 4 && strncasecmp(line, "date", 4) == 0) slot = &r->date;
   if (!slot) return n;
   v = colon + 1;
   while (v < end && (*v == ' ' || *v == '\t')) v++;
@@ -99,26 +97,31 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *ud) {
 
 /* ---- building a request from its Lua description ---- */
 
+/* Limits of the numeric request fields (all fit an int, so a long is never
+ * overflowed, and seconds fit curl's internal milliseconds). */
+#define MAX_MS 2147483647L       /* ~24.8 days */
+#define MAX_SECONDS 2147483L     /* the same span in seconds */
+#define MAX_BYTES 2147483647L
+
+/* What submit reads from the spec table before it touches the engine.
+ * The strings stay on the Lua stack (anchored) until submit returns. */
+typedef struct kp_spec {
+  const char *url, *method, *ca_file, *ca_path, *client_cert, *client_key, *proxy, *no_proxy;
+  long http_version;             /* 0: curl's default */
+  long timeout, connect_timeout, low_speed_limit, low_speed_time, max_age;
+  int has_body, insecure;
+} kp_spec;
+
+/* t[k] as a string left on the stack, or NULL (nothing pushed). */
 static const char *opt_string(lua_State *L, int t, const char *k) {
-  const char *s;
   lua_getfield(L, t, k);
   if (lua_isnil(L, -1)) { lua_pop(L, 1); return NULL; }
   if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "request field '%s' must be a string", k);
-  s = lua_tostring(L, -1);
-  lua_pop(L, 1); /* still referenced by the spec table */
-  return s;
+  return lua_tostring(L, -1);
 }
 
-static long opt_long(lua_State *L, int t, const char *k, long dflt) {
-  long v = dflt;
-  lua_getfield(L, t, k);
-  if (!lua_isnil(L, -1)) {
-    if (lua_type(L, -1) != LUA_TNUMBER) luaL_error(L, "request field '%s' must be a number", k);
-    v = (long)lua_tonumber(L, -1);
-    if (v < 0) luaL_error(L, "request field '%s' must be >= 0", k);
-  }
-  lua_pop(L, 1);
-  return v;
+static long opt_long(lua_State *L, int t, const char *k, long dflt, long max, const char *unit) {
+  return kp_opt_range(L, t, k, dflt, max, "request field", unit);
 }
 
 static int opt_bool(lua_State *L, int t, const char *k, int dflt) {
@@ -129,12 +132,16 @@ static int opt_bool(lua_State *L, int t, const char *k, int dflt) {
   return v;
 }
 
-static void set_headers(lua_State *L, int t, kp_request *r, int has_body) {
+/* Builds r->headers from t.headers (a list of "Name: value" strings). */
+static void read_headers(lua_State *L, int t, kp_request *r, int has_body) {
   size_t i, n;
   struct curl_slist *l = NULL, *nl;
   lua_getfield(L, t, "headers");
   if (!lua_isnil(L, -1)) {
-    luaL_checktype(L, -1, LUA_TTABLE);
+    if (!lua_istable(L, -1)) {
+      luaL_error(L, "request field 'headers' must be a list of strings 'Name: value', got %s",
+                 luaL_typename(L, -1));
+    }
     n = kp_rawlen(L, -1);
     for (i = 1; i <= n; i++) {
       lua_rawgeti(L, -1, (int)i);
@@ -152,14 +159,15 @@ static void set_headers(lua_State *L, int t, kp_request *r, int has_body) {
   /* no "Expect: 100-continue" round trip, ever */
   if (has_body) {
     nl = curl_slist_append(l, "Expect:");
-    if (nl) l = nl;
+    if (!nl) { curl_slist_free_all(l); luaL_error(L, "out of memory"); }
+    l = nl;
   }
   r->headers = l;
 }
 
 /* Reads the body (string `body`, or table `json` encoded by the engine's
  * cjson) into an owned copy. Returns 1 when there is a body. */
-static int take_body(lua_State *L, int t, kp_request *r) {
+static int read_body(lua_State *L, int t, kp_request *r) {
   const char *s = NULL;
   size_t n = 0;
   lua_getfield(L, t, "json");
@@ -168,7 +176,6 @@ static int take_body(lua_State *L, int t, kp_request *r) {
     if (!kp_json_encode(L, lua_gettop(L), -2))
       luaL_error(L, "request json: %s", lua_tostring(L, -1));
     s = lua_tolstring(L, -1, &n);
-    lua_pop(L, 3);
   } else {
     lua_pop(L, 1);
     lua_getfield(L, t, "body");
@@ -176,27 +183,60 @@ static int take_body(lua_State *L, int t, kp_request *r) {
       if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "request field 'body' must be a string");
       s = lua_tolstring(L, -1, &n);
     }
-    lua_pop(L, 1); /* the string lives on in the spec table */
   }
-  if (!s) return 0;
-  r->body = (char *)malloc(n ? n : 1);
-  if (!r->body) luaL_error(L, "out of memory");
-  memcpy(r->body, s, n);
-  r->body_len = n;
-  return 1;
+  if (s) {
+    r->body = (char *)malloc(n ? n : 1);
+    if (!r->body) luaL_error(L, "out of memory");
+    memcpy(r->body, s, n);
+    r->body_len = n;
+  }
+  return s != NULL; /* what was pushed stays until submit returns */
 }
 
-static void configure(lua_State *L, int t, kp_request *r, const char *url) {
-  CURL *h = r->easy;
-  const char *method = opt_string(L, t, "method");
-  const char *s;
-  long v;
-  int has_body = take_body(L, t, r);
+static long read_http_version(lua_State *L, int t) {
+  const char *s = opt_string(L, t, "http_version");
+  if (!s) return 0;
+  if (strcmp(s, "1.1") == 0) return CURL_HTTP_VERSION_1_1;
+  if (strcmp(s, "2") == 0) return CURL_HTTP_VERSION_2TLS;
+  if (strcmp(s, "2-prior-knowledge") == 0) return CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE;
+  luaL_error(L, "request field 'http_version' must be '1.1', '2' or '2-prior-knowledge'");
+  return 0;
+}
 
-  set_headers(L, t, r, has_body);
+/* Every check of a spec, and everything that may raise, happens here —
+ * before submit takes an easy handle or touches the engine. What it
+ * allocates (body, header list) belongs to r, freed by r's __gc. */
+static void read_spec(lua_State *L, int t, kp_request *r, kp_spec *sp) {
+  luaL_checkstack(L, 24, "request spec");
+  sp->url = opt_string(L, t, "url");
+  if (!sp->url) luaL_error(L, "request field 'url' is required");
+  sp->method = opt_string(L, t, "method");
+  sp->ca_file = opt_string(L, t, "ca_file");
+  sp->ca_path = opt_string(L, t, "ca_path");
+  sp->client_cert = opt_string(L, t, "client_cert");
+  sp->client_key = opt_string(L, t, "client_key");
+  sp->proxy = opt_string(L, t, "proxy");
+  sp->no_proxy = opt_string(L, t, "no_proxy");
+  sp->http_version = read_http_version(L, t);
+  sp->timeout = opt_long(L, t, "timeout", 0, MAX_MS, "ms, 0: none");
+  sp->connect_timeout = opt_long(L, t, "connect_timeout", 0, MAX_MS, "ms, 0: curl's default");
+  sp->low_speed_limit = opt_long(L, t, "low_speed_limit", 0, MAX_BYTES, "bytes/s, 0: off");
+  sp->low_speed_time = opt_long(L, t, "low_speed_time", 30, MAX_SECONDS, "s");
+  sp->max_age = opt_long(L, t, "max_connection_age", 25, MAX_SECONDS, "s");
+  r->max_response = (size_t)opt_long(L, t, "max_response", DEFAULT_MAX_RESPONSE, MAX_BYTES, "bytes");
+  r->decode = opt_bool(L, t, "decode", 1);
+  sp->insecure = opt_bool(L, t, "insecure", 0);
+  sp->has_body = read_body(L, t, r);
+  read_headers(L, t, r, sp->has_body);
+}
+
+/* Sets the easy handle's options from a checked spec. Never raises. */
+static void configure(kp_engine *e, kp_request *r, const kp_spec *sp) {
+  CURL *h = r->easy;
+  const char *url = sp->url;
   curl_easy_setopt(h, CURLOPT_URL, url);
   curl_easy_setopt(h, CURLOPT_PRIVATE, (char *)r);
-  curl_easy_setopt(h, CURLOPT_SHARE, r->engine ? r->engine->share : NULL);
+  curl_easy_setopt(h, CURLOPT_SHARE, e->share);
   curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
   /* Over TLS, wait for the first connection to say whether it multiplexes
@@ -216,7 +256,7 @@ static void configure(lua_State *L, int t, kp_request *r, const char *url) {
   curl_easy_setopt(h, CURLOPT_HEADERDATA, (void *)r);
   curl_easy_setopt(h, CURLOPT_HTTPHEADER, r->headers);
 
-  if (has_body) {
+  if (sp->has_body) {
     /* A read callback without a seek callback: curl cannot rewind, so it
      * can never resend a body on its own (e.g. on a reused connection that
      * died) — a command must not run twice behind our back. */
@@ -225,34 +265,27 @@ static void configure(lua_State *L, int t, kp_request *r, const char *url) {
     curl_easy_setopt(h, CURLOPT_READDATA, (void *)r);
     curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
   }
-  if (method && strcmp(method, has_body ? "POST" : "GET") != 0)
-    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+  if (sp->method && strcmp(sp->method, sp->has_body ? "POST" : "GET") != 0)
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, sp->method);
 
-  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, opt_long(L, t, "timeout", 0));
-  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, opt_long(L, t, "connect_timeout", 0));
-  if ((v = opt_long(L, t, "low_speed_limit", 0)) > 0) {
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, v);
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, opt_long(L, t, "low_speed_time", 30));
+  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, sp->timeout);
+  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, sp->connect_timeout);
+  if (sp->low_speed_limit > 0) {
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, sp->low_speed_limit);
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, sp->low_speed_time);
   }
-  curl_easy_setopt(h, CURLOPT_MAXAGE_CONN, opt_long(L, t, "max_connection_age", 25));
-  if ((s = opt_string(L, t, "ca_file")) != NULL) curl_easy_setopt(h, CURLOPT_CAINFO, s);
-  if ((s = opt_string(L, t, "ca_path")) != NULL) curl_easy_setopt(h, CURLOPT_CAPATH, s);
-  if ((s = opt_string(L, t, "client_cert")) != NULL) curl_easy_setopt(h, CURLOPT_SSLCERT, s);
-  if ((s = opt_string(L, t, "client_key")) != NULL) curl_easy_setopt(h, CURLOPT_SSLKEY, s);
-  if (opt_bool(L, t, "insecure", 0)) {
+  curl_easy_setopt(h, CURLOPT_MAXAGE_CONN, sp->max_age);
+  if (sp->ca_file) curl_easy_setopt(h, CURLOPT_CAINFO, sp->ca_file);
+  if (sp->ca_path) curl_easy_setopt(h, CURLOPT_CAPATH, sp->ca_path);
+  if (sp->client_cert) curl_easy_setopt(h, CURLOPT_SSLCERT, sp->client_cert);
+  if (sp->client_key) curl_easy_setopt(h, CURLOPT_SSLKEY, sp->client_key);
+  if (sp->insecure) {
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
   }
-  if ((s = opt_string(L, t, "proxy")) != NULL) curl_easy_setopt(h, CURLOPT_PROXY, s);
-  if ((s = opt_string(L, t, "no_proxy")) != NULL) curl_easy_setopt(h, CURLOPT_NOPROXY, s);
-  if ((s = opt_string(L, t, "http_version")) != NULL) {
-    long hv = strcmp(s, "1.1") == 0 ? CURL_HTTP_VERSION_1_1
-            : strcmp(s, "2") == 0 ? CURL_HTTP_VERSION_2TLS
-            : strcmp(s, "2-prior-knowledge") == 0 ? CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE
-            : -1;
-    if (hv < 0) luaL_error(L, "request field 'http_version' must be '1.1', '2' or '2-prior-knowledge'");
-    curl_easy_setopt(h, CURLOPT_HTTP_VERSION, hv);
-  }
+  if (sp->proxy) curl_easy_setopt(h, CURLOPT_PROXY, sp->proxy);
+  if (sp->no_proxy) curl_easy_setopt(h, CURLOPT_NOPROXY, sp->no_proxy);
+  if (sp->http_version) curl_easy_setopt(h, CURLOPT_HTTP_VERSION, sp->http_version);
 }
 
 static void free_request(kp_request *r) {
@@ -265,45 +298,50 @@ static void free_request(kp_request *r) {
 }
 
 /* engine:submit{url=, method=, headers={...}, body=|json=, timeout=ms, ...}
- * -> request. The transfer starts at the next engine:perform(). */
+ * -> request. The transfer starts at once (connect, send); its end is
+ * reported by engine:perform(). A submit that raises leaves the engine as
+ * it was: every check comes before the engine is touched, and the steps
+ * after it undo themselves on failure. */
 int kp_request_new(lua_State *L) {
   kp_engine *e = kp_check_engine(L, 1);
   kp_request *r;
-  const char *url;
-  CURLMcode mc;
+  kp_spec sp;
+  int mc, req;
   luaL_checktype(L, 2, LUA_TTABLE);
-  url = opt_string(L, 2, "url");
-  if (!url) return luaL_error(L, "request field 'url' is required");
+  lua_settop(L, 2);
 
   r = (kp_request *)kp_newuserdata(L, sizeof *r);
+  req = lua_gettop(L);
   memset(r, 0, sizeof *r);
   r->state = KP_CLOSED;
   lua_createtable(L, 3, 0);
   lua_pushvalue(L, 1);
   lua_rawseti(L, -2, SLOT_ENGINE);
-  kp_setuservalue(L, -2);
+  kp_setuservalue(L, req);
   luaL_getmetatable(L, KP_REQUEST_MT);
-  lua_setmetatable(L, -2); /* from here __gc frees what r holds */
+  lua_setmetatable(L, req); /* from here __gc frees what r holds */
 
-  r->max_response = (size_t)opt_long(L, 2, "max_response", DEFAULT_MAX_RESPONSE);
-  r->decode = opt_bool(L, 2, "decode", 1);
+  read_spec(L, 2, r, &sp);  /* may raise: the engine is untouched */
+  kp_engine_track(L, 1, req, r); /* may raise (memory): map unchanged */
   r->easy = kp_engine_take_easy(e);
-  if (!r->easy) return luaL_error(L, "curl_easy_init failed");
-  r->engine = e; /* for configure's share handle; tracked below */
-  configure(L, 2, r, url);
-  r->engine = NULL;
-  mc = curl_multi_add_handle(e->multi, r->easy);
-  if (mc != CURLM_OK) {
-    curl_easy_cleanup(r->easy);
-    r->easy = NULL;
-    return luaL_error(L, "curl_multi_add_handle: %s", curl_multi_strerror(mc));
+  if (!r->easy) {
+    kp_engine_forget(L, 1, r);
+    return luaL_error(L, "curl_easy_init failed");
   }
-  r->state = KP_PENDING;
-  kp_engine_track(L, 1, -1, r);
+  configure(e, r, &sp);
+  mc = kp_engine_add(e, r);
+  if (mc != CURLM_OK) {
+    kp_engine_give_easy(e, r->easy);
+    r->easy = NULL;
+    kp_engine_forget(L, 1, r);
+    return luaL_error(L, "curl_multi_add_handle: %s", curl_multi_strerror((CURLMcode)mc));
+  }
+  lua_settop(L, req);
   return 1;
 }
 
-/* Called by engine:perform() for a finished transfer. */
+/* Called by the engine for a transfer curl reports done (already off the
+ * in-flight list): keeps the figures, returns the handle to the pool. */
 void kp_request_finish(kp_request *r, CURLcode code) {
   kp_engine *e = r->engine;
   curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->http_status);
@@ -318,23 +356,23 @@ void kp_request_finish(kp_request *r, CURLcode code) {
   r->headers = NULL;
   free(r->body);
   r->body = NULL;
-  kp_engine_untrack(e, r);
-  r->engine = NULL;
   r->state = KP_DONE;
 }
 
-/* Takes a request out of its engine before it finished (cancel, engine
- * close, or collection at state close). */
+/* Takes a request out of its engine (cancel, engine close, or collection
+ * at state close): a transfer in flight is stopped and becomes a
+ * 'cancelled' error; a finished one just leaves the finished list. */
 void kp_request_detach(kp_request *r) {
   kp_engine *e = r->engine;
   if (!e) return;
+  kp_engine_unlist(e, r);
+  r->engine = NULL;
+  if (r->state != KP_PENDING) return;
   if (r->easy) {
     curl_multi_remove_handle(e->multi, r->easy);
     curl_easy_cleanup(r->easy);
     r->easy = NULL;
   }
-  kp_engine_untrack(e, r);
-  r->engine = NULL;
   r->state = KP_DONE;
   r->curl_code = CURLE_ABORTED_BY_CALLBACK;
   strcpy(r->errbuf, "request cancelled");
@@ -388,6 +426,7 @@ static void build_response(lua_State *L, kp_request *r) {
   set_str(L, "retry_after", r->retry_after);
   set_str(L, "subject_token", r->subject_token);
   set_str(L, "content_type", r->content_type);
+  set_str(L, "date", r->date);
   set_num(L, "time", r->total_time);
   set_num(L, "connect_time", r->connect_time);
   if (r->response.len == 0) return;
@@ -445,11 +484,7 @@ static int request_cancel(lua_State *L) {
   if (r->state == KP_PENDING && r->engine) {
     kp_getuservalue(L, 1);
     lua_rawgeti(L, -1, SLOT_ENGINE);
-    kp_getuservalue(L, -1);
-    lua_rawgeti(L, -1, 1);           /* the engine's in-flight map */
-    lua_pushlightuserdata(L, r);
-    lua_pushnil(L);
-    lua_rawset(L, -3);
+    kp_engine_forget(L, lua_gettop(L), r);
     kp_request_detach(r);
   }
   return 0;

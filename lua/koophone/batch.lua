@@ -13,6 +13,10 @@
 -- * `batch.install(client, app, ids, opts)`: app install, 100 ids per request;
 -- * `batch.restart(client, phones, opts)`: CPH batch-restart, `client.max_restart`
 --   phones per request (each phone an id or `{phone_id=, property=table}`);
+-- * the fleet (`koophone.fleet`): `batch.reboot`, `batch.reset`,
+--   `batch.backup`, `batch.status` (instances, `client.max_ids` per request,
+--   default 100), `batch.reset_phones` (CPH batch-reset, like restart),
+--   `batch.phone_status` and `batch.apps` (one id per request);
 -- * `batch.resume(client, journal_path, opts)`: follows an interrupted
 --   batch's tasks again from its journal, submitting nothing again.
 --
@@ -22,7 +26,10 @@
 -- (per task, default the client's), `journal` (a file path),
 -- `on_progress(p)` with `p = {done, total, ok, failed, error, timeout,
 -- rate, eta}` (at most every `progress_interval`, default 0.5 s, and once
--- at the end), `chunk` (ids per request), `image_id` (restart).
+-- at the end), `chunk` (ids per request), `image_id` (restart),
+-- `stop_on_auth_failure` (when a submit is refused with HTTP 401 or 403
+-- before any submit was accepted, send nothing more: the other chunks get
+-- "not submitted" rows and `report.aborted` holds the refusal).
 --
 -- Nothing is sent when the input is invalid: `nil, err` names the field
 -- and the index. A chunk whose submit fails gives every one of its ids a
@@ -52,6 +59,7 @@ local errors = require "koophone.errors"
 local validate = require "koophone.validate"
 local report_mod = require "koophone.report"
 local journal_mod = require "koophone.journal"
+local core = require "koophone.core"
 local ratelimit = require "koophone.ratelimit"
 
 local M = {}
@@ -64,8 +72,36 @@ local fail = errors.fail
 M.DEFAULT_CONCURRENCY = 16
 M.DEFAULT_PROGRESS_INTERVAL = 0.5
 
+-- The fleet's operations (koophone.fleet): the client method, the id field
+-- of rows, and what the call gives: "rows" (one per id), a "task", or "one"
+-- (one id per request; `row` turns the answer into that id's row).
+local FLEET_KINDS = {
+  reboot = { call = "reboot", field = "instance_id", gives = "rows" },
+  status = { call = "instance_status", field = "instance_id", gives = "rows" },
+  reset = { call = "reset", field = "instance_id", gives = "task" },
+  backup = { call = "backup", field = "instance_id", gives = "task" },
+  phone_reset = { call = "reset_phones", field = "phone_id", gives = "task", phones = true },
+  phone = { call = "phone", field = "phone_id", gives = "one", row = function(id, p)
+    return { id = id, phone_id = id, status = "ok", state = p.state, vendor_status = p.vendor_status,
+             output = p.state }
+  end },
+  apps = { call = "apps", field = "instance_id", gives = "one", row = function(id, list)
+    return { id = id, instance_id = id, status = "ok", apps = list, output = #list .. " apps" }
+  end },
+}
+M.FLEET_KINDS = FLEET_KINDS
+
+-- kinds whose items are phones (an id or {phone_id=, property=})
+local function takes_phones(kind) return kind == "restart" or kind == "phone_reset" end
+
 -- per kind: the largest chunk, the id field of rows, the id length bound
 local function kind_info(client, kind)
+  local fk = FLEET_KINDS[kind]
+  if fk then
+    local phone = fk.field == "phone_id"
+    local max = fk.gives == "one" and 1 or (phone and (client.max_restart or 100)) or client.max_ids or 100
+    return max, fk.field, phone and limits.phone_id_chars or limits.id_chars
+  end
   if kind == "sync" then return limits.sync_ids, "instance_id", limits.id_chars end
   if kind == "restart" then return client.max_restart or 100, "phone_id", limits.phone_id_chars end
   return limits.async_ids, "instance_id", limits.id_chars
@@ -90,7 +126,7 @@ local function check_ids(client, kind, list, field)
   local _, _, max_chars = kind_info(client, kind)
   local ids, items = {}, {}
   for i, v in ipairs(list) do
-    if kind == "restart" and type(v) == "table" then
+    if takes_phones(kind) and type(v) == "table" then
       -- the same check Client:restart_phones makes, before any chunk is sent
       local entry, err = validate.phone(v, ("%s[%d]"):format(field, i))
       if not entry then return nil, err end
@@ -106,10 +142,10 @@ local function check_ids(client, kind, list, field)
   return ids, items
 end
 
---- Every option a batch knows (`batch.resume` adds `submit_missing` and `app`).
+--- Every option a batch knows (`batch.resume` adds `submit_missing`, `app` and `command`).
 M.OPTIONS = validate.set { "concurrency", "rate", "burst", "timeout", "task_timeout",
-  "progress_interval", "chunk", "on_progress", "journal", "image_id", "mode", "strict" }
-local RESUME_OPTIONS = validate.set { "submit_missing", "app" }
+  "progress_interval", "chunk", "on_progress", "journal", "image_id", "mode", "strict", "stop_on_auth_failure" }
+local RESUME_OPTIONS = validate.set { "submit_missing", "app", "command" }
 M.OPTIONS.adaptive = true
 for k in pairs(M.OPTIONS) do RESUME_OPTIONS[k] = true end
 
@@ -146,6 +182,9 @@ local function check_opts(client, kind, opts, known)
   if opts.adaptive ~= nil and type(opts.adaptive) ~= "boolean" then
     return nil, bad("adaptive", "must be true or false, got " .. type(opts.adaptive))
   end
+  if opts.stop_on_auth_failure ~= nil and type(opts.stop_on_auth_failure) ~= "boolean" then
+    return nil, bad("stop_on_auth_failure", "must be a boolean")
+  end
   if opts.journal ~= nil and (type(opts.journal) ~= "string" or opts.journal == "") then
     return nil, bad("journal", "must be a file path")
   end
@@ -163,7 +202,7 @@ local function check_operation(client, op, opts)
   elseif op.kind == "install" then
     local body, err = validate.app(op.app)
     return body and true, err
-  elseif op.kind == "restart" then
+  elseif op.kind == "restart" or FLEET_KINDS[op.kind] then
     return true
   end
   return nil, bad("operation", "unknown kind " .. tostring(op.kind))
@@ -186,8 +225,32 @@ local function error_rows(ids, first, last, id_field, err, extra)
   return out
 end
 
+-- Sends one chunk of a fleet operation; returns rows or a task.
+local function submit_fleet(client, fk, op, chunk_ids, items, call_opts)
+  if fk.phones then
+    local phones = {}
+    for i, id in ipairs(chunk_ids) do phones[i] = items[id] or id end
+    call_opts.image_id = op.image_id
+    chunk_ids = phones
+  end
+  if fk.gives == "one" then
+    local id = chunk_ids[1]
+    local v, _, err = client[fk.call](client, id, call_opts)
+    if not v then return nil, nil, err end
+    return { fk.row(id, v) }
+  end
+  local v, _, err = client[fk.call](client, chunk_ids, call_opts)
+  if not v then return nil, nil, err end
+  if fk.gives == "task" then return nil, v end
+  v.request_id, v.attempts = nil, nil -- each row has them
+  return v
+end
+
 -- Sends one chunk (inside a runner coroutine); returns rows or a task.
 local function submit(client, op, chunk_ids, items, call_opts)
+  if FLEET_KINDS[op.kind] then
+    return submit_fleet(client, FLEET_KINDS[op.kind], op, chunk_ids, items, call_opts)
+  end
   if op.kind == "sync" then
     local r, _, err = client:sync_command(op.command, chunk_ids, call_opts)
     if not r then return nil, nil, err end
@@ -281,9 +344,8 @@ local function drive(runner, engine)
   end
 end
 
---- Runs prepared chunks to the end and builds the report (used by every
+-- Runs prepared chunks to the end and builds the report (used by every
 -- entry point, resume included).
--- @local
 local function execute(client, op, ids, items, chunks, opts, jr)
   local engine = client.engine
   local _, id_field = kind_info(client, op.kind)
@@ -331,6 +393,12 @@ local function execute(client, op, ids, items, chunks, opts, jr)
     local r, task, err = submit(client, op, chunk_ids, items, call_opts)
     st.inflight = st.inflight - 1
     st.submitting = st.submitting - 1
+    if r or task then
+      st.accepted = true
+    elseif opts.stop_on_auth_failure and not st.accepted and not st.abort and type(err) == "table"
+           and (err.http_status == 401 or err.http_status == 403) then
+      st.abort = err -- wrong credentials: every other request would be refused too
+    end
     if r then
       finish_chunk(i, r, true)
     elseif task then
@@ -397,12 +465,15 @@ local function execute(client, op, ids, items, chunks, opts, jr)
       local now = sched.now()
       local over = deadline and now >= deadline
       -- 1. new submits
-      if over then
+      if (over or st.abort) and next_pending <= #pending then
+        local a = st.abort
+        local why = over and errors.new { kind = "timeout", message = "not submitted: the batch timeout came first" }
+          or errors.new { kind = a.kind, http_status = a.http_status, code = a.code,
+                          message = "not submitted: an earlier request was refused: " .. tostring(a.message) }
         for k = next_pending, #pending do
           local i = pending[k]
           local c = chunks[i]
-          finish_chunk(i, error_rows(ids, c.first, c.last, id_field, errors.new {
-            kind = "timeout", message = "not submitted: the batch timeout came first" }, { chunk = i }), false)
+          finish_chunk(i, error_rows(ids, c.first, c.last, id_field, why, { chunk = i }), false)
         end
         next_pending = #pending + 1
       end
@@ -499,6 +570,7 @@ local function execute(client, op, ids, items, chunks, opts, jr)
     requests = stats and (stats.requests - requests0) or 0,
     operation = op, client = client, opts = opts,
   }
+  rep.aborted = st.abort
   if jr then
     jr:write { type = "end", summary = rep.summary }
     jr:close()
@@ -511,11 +583,43 @@ local function secrets_of(client)
   return a and a.secrets and a:secrets() or nil
 end
 
--- The operation as stored in a journal (no secrets).
+-- The operation as stored in a journal (no secrets): the journal scrubs
+-- every string it writes (a signed URL loses its query string), so it also
+-- keeps the SHA-256 of what it may not store, to check what a resume is
+-- given again. A resume never sends a redacted stand-in.
 local function stored_operation(op)
   local s = { kind = op.kind, command = op.command, image_id = op.image_id }
-  if op.app then s.app = op.app end -- the journal scrubs every string it writes
+  if op.command then s.command_sha256 = core.sha256(op.command) end
+  if op.app then
+    s.app = op.app
+    s.url_sha256 = core.sha256(tostring(op.app.install_package_url))
+  end
   return s
+end
+
+-- What `submit_missing` would send must be the original operation: the
+-- stored one when it survived scrubbing, else the caller's, checked
+-- against the journal's digest.
+local function original_operation(op, opts)
+  if op.kind == "install" then
+    local app = opts.app or op.app
+    local ok, err = validate.app(app)
+    if not ok then return nil, err end
+    local url = tostring(app.install_package_url)
+    if url:find("<redacted>", 1, true) or (op.url_sha256 and core.sha256(url) ~= op.url_sha256) then
+      return nil, bad("app", "must be given again, with the install_package_url the batch started with "
+                      .. "(the journal keeps only its digest)")
+    end
+    op.app = app
+  elseif op.command then
+    local command = opts.command or op.command
+    if not op.command_sha256 or core.sha256(command) ~= op.command_sha256 then
+      return nil, bad("command", opts.command and "is not the command the batch started with"
+        or "must be given again (opts.command): the journal keeps it only scrubbed of URL query strings")
+    end
+    op.command = command
+  end
+  return true
 end
 
 --- Runs an operation (`{kind="sync"|"command"|"install"|"restart",
@@ -535,11 +639,11 @@ function M.operation(client, op, ids, opts)
   end
   local ok, err = check_opts(client, op.kind, opts)
   if not ok then return fail(err) end
-  local field = op.kind == "restart" and "phones" or "ids"
+  local field = takes_phones(op.kind) and "phones" or "ids"
   local list, items = check_ids(client, op.kind, ids, field)
   if not list then return fail(items) end
   if #list == 0 then return fail(bad(field, "must not be empty")) end
-  if op.kind == "restart" and opts.image_id and not op.image_id then op.image_id = opts.image_id end
+  if takes_phones(op.kind) and opts.image_id and not op.image_id then op.image_id = opts.image_id end
   ok, err = check_operation(client, op, opts)
   if not ok then return fail(err) end
   local size = opts.chunk or kind_info(client, op.kind)
@@ -604,6 +708,89 @@ function M.restart(client, phones, opts)
   return M.operation(client, { kind = "restart", image_id = opts.image_id }, phones, opts)
 end
 
+--- Reboots many instances (`client.max_ids` per request). A row "ok" means
+-- the vendor took the order (the reply has no per-instance result).
+-- @tparam table client
+-- @tparam {string,...} ids instance ids
+-- @tparam[opt] table opts see the module
+-- @treturn koophone.report.Report|nil
+-- @treturn ?string message on failure (one line)
+-- @treturn ?table err on failure (see `koophone.errors`)
+function M.reboot(client, ids, opts)
+  return M.operation(client, { kind = "reboot" }, ids, opts)
+end
+
+--- Resets many instances (KooPhone batch-reset; tasks).
+-- @tparam table client
+-- @tparam {string,...} ids instance ids
+-- @tparam[opt] table opts see the module
+-- @treturn koophone.report.Report|nil
+-- @treturn ?string message on failure (one line)
+-- @treturn ?table err on failure (see `koophone.errors`)
+function M.reset(client, ids, opts)
+  return M.operation(client, { kind = "reset" }, ids, opts)
+end
+
+--- Backs many instances up (tasks).
+-- @tparam table client
+-- @tparam {string,...} ids instance ids
+-- @tparam[opt] table opts see the module
+-- @treturn koophone.report.Report|nil
+-- @treturn ?string message on failure (one line)
+-- @treturn ?table err on failure (see `koophone.errors`)
+function M.backup(client, ids, opts)
+  return M.operation(client, { kind = "backup" }, ids, opts)
+end
+
+--- The status of many instances (batch-query-status): rows "ok" with
+-- `state` ("running", "starting", ...) and `vendor_status`.
+-- @tparam table client
+-- @tparam {string,...} ids instance ids
+-- @tparam[opt] table opts see the module
+-- @treturn koophone.report.Report|nil
+-- @treturn ?string message on failure (one line)
+-- @treturn ?table err on failure (see `koophone.errors`)
+function M.status(client, ids, opts)
+  return M.operation(client, { kind = "status" }, ids, opts)
+end
+
+--- Resets many cloud phones (CPH batch-reset; `client.max_restart` per request).
+-- @tparam table client
+-- @tparam table phones phone ids or `{phone_id=, property=table}`
+-- @tparam[opt] table opts see the module; plus `image_id`
+-- @treturn koophone.report.Report|nil
+-- @treturn ?string message on failure (one line)
+-- @treturn ?table err on failure (see `koophone.errors`)
+function M.reset_phones(client, phones, opts)
+  opts = opts or {}
+  return M.operation(client, { kind = "phone_reset", image_id = opts.image_id }, phones, opts)
+end
+
+--- The status of many cloud phones (CPH phone detail, one request per
+-- phone): rows "ok" with `state` ("running", "restart_failed", ...) and
+-- `vendor_status`; an unknown phone is an "error" row (HTTP 404).
+-- @tparam table client
+-- @tparam {string,...} phones phone ids
+-- @tparam[opt] table opts see the module
+-- @treturn koophone.report.Report|nil
+-- @treturn ?string message on failure (one line)
+-- @treturn ?table err on failure (see `koophone.errors`)
+function M.phone_status(client, phones, opts)
+  return M.operation(client, { kind = "phone" }, phones, opts)
+end
+
+--- The installed apps of many instances (app-list, every page, one
+-- instance per request): rows "ok" with `apps` (see `Client:apps`).
+-- @tparam table client
+-- @tparam {string,...} ids instance ids
+-- @tparam[opt] table opts see the module
+-- @treturn koophone.report.Report|nil
+-- @treturn ?string message on failure (one line)
+-- @treturn ?table err on failure (see `koophone.errors`)
+function M.apps(client, ids, opts)
+  return M.operation(client, { kind = "apps" }, ids, opts)
+end
+
 --- Follows an interrupted batch again from its journal.
 --
 -- Chunks with final rows in the journal are taken as they are; chunks with
@@ -611,13 +798,17 @@ end
 -- again. A chunk whose submit started but left no task id gets status
 -- "error" (it may have run: `maybe_executed = true`). Chunks never submitted
 -- get status "error" with the message "not submitted before the
--- interruption" — or are submitted now with `opts.submit_missing = true`
--- (for an install, pass `opts.app` too: the journal keeps the package URL
--- without its query string). `report:retry_failed()` can run them later.
+-- interruption" — or are submitted now with `opts.submit_missing = true`.
+-- What is submitted then is exactly the original operation, never a
+-- redacted stand-in: the journal keeps URL query strings scrubbed, so for an
+-- install pass `opts.app` again, and for a command holding a signed URL
+-- `opts.command`; each is checked against the SHA-256 the journal kept,
+-- and the resume is refused when it differs. `report:retry_failed()` can
+-- run them later.
 -- Progress is appended to the same journal, so a resume can be resumed.
 -- @tparam table client
 -- @tparam string path the journal
--- @tparam[opt] table opts batch options, plus `submit_missing`, `app`
+-- @tparam[opt] table opts batch options, plus `submit_missing`, `app`, `command`
 -- @treturn koophone.report.Report|nil
 -- @treturn ?string message on failure (one line)
 -- @treturn ?table err on failure (see `koophone.errors`)
@@ -629,7 +820,6 @@ function M.resume(client, path, opts)
   if type(op) ~= "table" or not op.kind or type(state.ids) ~= "table" then
     return fail(errors.new { kind = "validation", field = "journal", message = "journal has no operation or ids" })
   end
-  if op.kind == "install" and opts.app then op.app = opts.app end
   local ok
   ok, err = check_opts(client, op.kind, opts, RESUME_OPTIONS)
   if not ok then return fail(err) end
@@ -663,11 +853,9 @@ function M.resume(client, path, opts)
     end
     chunks[i] = ch
   end
-  if #missing > 0 and op.kind == "install" then
-    ok = M.check_app(op.app)
-    if not ok or tostring(op.app.install_package_url):find("<redacted>", 1, true) then
-      return fail(bad("app", "is required to submit the missing install chunks (the journal keeps no signed URL)"))
-    end
+  if #missing > 0 then
+    ok, err = original_operation(op, opts)
+    if not ok then return fail(err) end
   end
   local jr
   jr, err = journal_mod.open(path, { secrets = secrets_of(client) })

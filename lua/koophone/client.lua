@@ -31,6 +31,17 @@ local function ret(value, err)
 end
 local DEFAULT_ENDPOINT = "https://koophone.myhuaweicloud.com"
 
+-- Regions (docs/credentials.md): KooPhone's, from the vendor's Java SDK
+-- (services/koophone: cn-north-4 and cn-south-1, one endpoint); CPH's, from
+-- the Go SDK's services/cph/v1/region/region.go.
+local KOOPHONE_REGIONS = { ["cn-north-4"] = true, ["cn-south-1"] = true }
+local CPH_REGIONS = { "af-north-1", "ap-southeast-1", "ap-southeast-3", "cn-east-2", "cn-east-3", "cn-east-4",
+                      "cn-north-4", "cn-north-9", "cn-south-1", "cn-southwest-2", "la-north-2", "la-south-2",
+                      "ru-northwest-2" }
+M.regions = { koophone = KOOPHONE_REGIONS, cph = CPH_REGIONS }
+local KNOWN_REGION = {}
+for _, r in ipairs(CPH_REGIONS) do KNOWN_REGION[r] = true end
+
 local function getenv(name)
   local v = os.getenv(name)
   if v == "" then return nil end
@@ -65,6 +76,8 @@ local CLIENT_OPTIONS = validate.set {
   "insecure", "proxy", "no_proxy", "http_version", "client_cert", "client_key", "allow_insecure",
   "strict_command", "max_restart", "poll_interval", "poll_max_interval", "poll_ratio",
   "task_timeout", "engine", "max_connections",
+  "ak", "sk", "security_token", "region", "iam_endpoint",
+  "max_ids",
 }
 M.OPTIONS = CLIENT_OPTIONS
 CLIENT_OPTIONS.adaptive_rate = true
@@ -75,10 +88,19 @@ CLIENT_OPTIONS.adaptive_rate = true
 --
 -- * `token` (`KOOPHONE_TOKEN`): a ready IAM token; or `iam` = `{user=,
 --   password=, domain=, project_id= | project=, endpoint=}` to obtain and
---   renew one (see `koophone.auth`)
+--   renew one; or `ak`, `sk` (`HUAWEICLOUD_SDK_AK`, `HUAWEICLOUD_SDK_SK`)
+--   and for temporary credentials `security_token`
+--   (`HUAWEICLOUD_SDK_SECURITY_TOKEN`) to sign every request (see
+--   `koophone.auth` and docs/credentials.md)
+-- * `region` (`KOOPHONE_REGION`, e.g. "cn-north-4"): gives the CPH endpoint
+--   `https://cph.{region}.myhuaweicloud.com` and, with AK/SK and no project
+--   id, the project id (looked up at `iam_endpoint`, default
+--   `https://iam.{region}.myhuaweicloud.com`); an unknown region is refused
 -- * `endpoint` (`KOOPHONE_ENDPOINT`, default the vendor's KooPhone URL)
 -- * `cph_endpoint` (`KOOPHONE_CPH_ENDPOINT`), `project_id`
---   (`KOOPHONE_PROJECT_ID`): needed for `restart_phones`, `job`, `jobs`
+--   (`KOOPHONE_PROJECT_ID`, with AK/SK also `HUAWEICLOUD_SDK_PROJECT_ID`):
+--   needed for `restart_phones`, `job`, `jobs`; explicit endpoints win
+--   over the region's
 -- * `timeout` (seconds per attempt, default 60), `connect_timeout` (10),
 --   `low_speed_limit` (bytes/s) with `low_speed_time` (s): give up on a
 --   transfer that crawls,
@@ -87,7 +109,9 @@ CLIENT_OPTIONS.adaptive_rate = true
 --   verification; off), `proxy`, `no_proxy`, `http_version` ("1.1", "2")
 -- * `allow_insecure`: allow plain `http://` to a non-loopback host
 -- * `strict_command`: enforce the documented command charset
--- * `max_restart` (100): phones per batch-restart request
+-- * `max_restart` (100): phones per batch-restart (and CPH batch-reset) request
+-- * `max_ids` (100): instances per reboot, batch-reset, backup and
+--   batch-query-status request (the vendor documents no bound: `docs/vendor.md`)
 -- * `poll_interval` (0.5 s), `poll_max_interval` (10 s), `poll_ratio` (0.1),
 --   `task_timeout` (600 s): see `koophone.task` for the polling schedule
 -- * `engine`: share an engine (from `koophone.engine()`) between clients
@@ -108,13 +132,26 @@ function M.new(opts)
     return fail(errors.validation("adaptive_rate", "must be true or false, got " .. type(opts.adaptive_rate)))
   end
   local insecure_ok = opts.allow_insecure
+  local region = opts.region or getenv("KOOPHONE_REGION")
+  if region ~= nil and not KNOWN_REGION[region] then
+    return fail(errors.validation("region", "is not a known region (got " .. tostring(region):sub(1, 40)
+      .. "); known: " .. table.concat(CPH_REGIONS, ", ")))
+  end
+  self.region = region
+  -- explicit endpoints win over the region's
   self.endpoint, err = check_endpoint("endpoint", opts.endpoint or getenv("KOOPHONE_ENDPOINT") or DEFAULT_ENDPOINT,
                                       insecure_ok)
   if not self.endpoint then return fail(err) end
   local cph = opts.cph_endpoint or getenv("KOOPHONE_CPH_ENDPOINT")
+    or (region and "https://cph." .. region .. ".myhuaweicloud.com")
   if cph then
     self.cph_endpoint, err = check_endpoint("cph_endpoint", cph, insecure_ok)
     if not self.cph_endpoint then return fail(err) end
+  end
+  local iam_endpoint = opts.iam_endpoint or (region and "https://iam." .. region .. ".myhuaweicloud.com")
+  if iam_endpoint then
+    self.iam_endpoint, err = check_endpoint("iam_endpoint", iam_endpoint, insecure_ok)
+    if not self.iam_endpoint then return fail(err) end
   end
   self.project_id = opts.project_id or getenv("KOOPHONE_PROJECT_ID")
   if self.project_id ~= nil then
@@ -161,8 +198,18 @@ function M.new(opts)
     local ok, verr = validate.integer("max_restart", self.max_restart, 1, 1000)
     if not ok then return fail(verr) end
   end
+  self.max_ids = opts.max_ids or 100
+  do
+    local ok, verr = validate.integer("max_ids", self.max_ids, 1, 1000)
+    if not ok then return fail(verr) end
+  end
   self.auth, err = auth.from_options(opts, self)
   if not self.auth then return fail(err) end
+  if self.auth.kind == "aksk" and self.project_id == nil and self.auth.project_id ~= nil then
+    self.project_id = self.auth.project_id -- HUAWEICLOUD_SDK_PROJECT_ID
+    local ok, perr = validate.path_id("project_id", self.project_id)
+    if not ok then return fail(perr) end
+  end
   self.strict_command = opts.strict_command and true or false
   self.poll_interval = opts.poll_interval or 0.5
   self.poll_max_interval = opts.poll_max_interval or 10
@@ -208,9 +255,11 @@ function Client:_koophone(method, path, body, opts)
                              attempts = res.attempts }
   end
   if type(b.data) ~= "table" then
+    -- valid JSON but the wrong shape: a query is read again (a read is
+    -- harmless), a command may have run
     return nil, errors.new { kind = "decode", http_status = res.status, request_id = res.request_id,
                              message = "reply has no 'data' object", attempts = res.attempts,
-                             maybe_executed = method ~= "GET" }
+                             retryable = method == "GET", maybe_executed = method ~= "GET" }
   end
   return b.data, res
 end
@@ -219,6 +268,11 @@ end
 function Client:_cph(method, path, body, opts)
   if not self.cph_endpoint then
     return nil, errors.validation("cph_endpoint", "is not configured (option cph_endpoint or KOOPHONE_CPH_ENDPOINT)")
+  end
+  if not self.project_id and self.auth.project then -- AK/SK: looked up by region
+    local pid, perr = self.auth:project()
+    if pid == nil then return nil, perr end
+    self.project_id = pid or nil
   end
   if not self.project_id then
     return nil, errors.validation("project_id", "is not configured (option project_id or KOOPHONE_PROJECT_ID)")
@@ -247,9 +301,12 @@ local function check_call_opts(opts)
   return true
 end
 
-local function decode_fail(res, what)
+-- A reply that is valid JSON but not the expected shape. After a command
+-- it may have run; after a query (`read`) it is worth reading again.
+local function decode_fail(res, what, read)
   return errors.new { kind = "decode", http_status = res.status, request_id = res.request_id,
-                      attempts = res.attempts, message = what, maybe_executed = true }
+                      attempts = res.attempts, message = what, maybe_executed = not read,
+                      retryable = read and true or false }
 end
 
 --- Runs a command on up to 32 instances and waits for its output
@@ -404,11 +461,17 @@ end
 -- @treturn ?string message on failure (one line)
 -- @treturn ?table err on failure (see `koophone.errors`)
 function Client:restart_phones(phones, opts)
+  return self:_cph_batch("restart", "/cloud-phone/phones/batch-restart", phones, opts)
+end
+
+-- A CPH batch operation on phones (batch-restart, batch-reset: the same
+-- body and reply) -> a task followed with ListJobs by request id.
+function Client:_cph_batch(kind, path, phones, opts)
   local ok, err = check_call_opts(opts)
   if not ok then return fail(err) end
   local body, ids = restart_body(phones, opts and opts.image_id, self.max_restart)
   if not body then return fail(ids) end
-  local reply, res = self:_cph("POST", "/cloud-phone/phones/batch-restart", body, opts)
+  local reply, res = self:_cph("POST", path, body, opts)
   if not reply then return fail(res) end
   if type(reply.jobs) ~= "table" then return fail(decode_fail(res, "reply has no 'jobs' list")) end
   local jobs, initial = {}, {}
@@ -424,7 +487,7 @@ function Client:restart_phones(phones, opts)
       end
     end
   end
-  return Task.new(self, { kind = "restart", id = request_id, ids = ids, jobs = jobs, rows = initial,
+  return Task.new(self, { kind = kind, id = request_id, ids = ids, jobs = jobs, rows = initial,
                           id_field = "phone_id", request_id = request_id, attempts = res.attempts })
 end
 
@@ -440,7 +503,7 @@ function Client:query_task(task_id, opts)
   if not ok then return fail(err) end
   local data, res = self:_koophone("GET", "/v1/instances/tasks/" .. task_id, nil, opts)
   if not data then return fail(res) end
-  if type(data.jobs) ~= "table" then return fail(decode_fail(res, "reply has no 'jobs' list")) end
+  if type(data.jobs) ~= "table" then return fail(decode_fail(res, "reply has no 'jobs' list", true)) end
   local out = {}
   for _, j in ipairs(data.jobs) do
     if type(j) == "table" and rows.text(j.job_id) then
@@ -457,7 +520,8 @@ local TASK_OPTIONS = validate.set { "jobs", "ids", "kind" }
 -- @tparam string task_id
 -- @tparam[opt] table opts `jobs` (job_id -> instance id; without it rows
 --   are keyed by job id), `ids` (the instances, in order), `kind`
---   ("command", "install" or "restart": then task_id is the request id)
+--   ("command", "install", "reset", "backup", or "restart" / "phone_reset":
+--   then task_id is the CPH request id)
 -- @treturn koophone.task.Task|nil
 -- @treturn ?string message on failure (one line)
 -- @treturn ?table err on failure (see `koophone.errors`)
@@ -469,7 +533,7 @@ function Client:task(task_id, opts)
   if not ok then return fail(err) end
   local kind = opts.kind or "command"
   return Task.new(self, { kind = kind, id = task_id, ids = opts.ids, jobs = opts.jobs,
-                          id_field = kind == "restart" and "phone_id" or "instance_id" })
+                          id_field = Task.CPH_KINDS[kind] and "phone_id" or "instance_id" })
 end
 
 local function cph_job_row(j)
@@ -533,7 +597,7 @@ function Client:jobs(q)
     local path = ("/cloud-phone/jobs?%s%s&offset=%d&limit=%d"):format(key, table.concat(ids, ","), offset, limit)
     local body, res = self:_cph("GET", path, nil, { timeout = q.timeout, request_id = q.request_id_header })
     if not body then return fail(res) end
-    if type(body.jobs) ~= "table" then return fail(decode_fail(res, "reply has no 'jobs' list")) end
+    if type(body.jobs) ~= "table" then return fail(decode_fail(res, "reply has no 'jobs' list", true)) end
     local n, fresh = #body.jobs, 0
     for i = 1, n do
       local j = body.jobs[i]
@@ -555,7 +619,7 @@ function Client:jobs(q)
     pages = pages + 1
     if n < limit or fresh == 0 or (total and offset >= total) then break end
     if pages >= 1000 then
-      return fail(decode_fail(res, "ListJobs kept returning full pages (1,000 pages, " .. #out .. " jobs)"))
+      return fail(decode_fail(res, "ListJobs kept returning full pages (1,000 pages, " .. #out .. " jobs)", true))
     end
   end
   return out
@@ -566,6 +630,7 @@ end
 -- loop, then `task:poll()` the tasks you follow.
 -- @treturn integer
 function Client:step()
+  if self.closed then return 0 end
   local running = self.engine:perform()
   return running
 end
@@ -573,7 +638,12 @@ end
 --- Frees the client's engine (cancelling transfers in flight) unless it was
 -- shared through `opts.engine`.
 function Client:close()
+  self.closed = true
+  self.transport.closed = true
   if self.engine and not self.shared_engine then self.engine:close() end
 end
+
+-- reboot, reset, backup, status, lists, apps, CPH phones: koophone.fleet
+require("koophone.fleet").extend(M, { check_call_opts = check_call_opts, decode_fail = decode_fail })
 
 return M

@@ -22,7 +22,7 @@ local KIND_TEXT = {
   connect = "could not connect", dns = "could not resolve the host name",
   tls = "the TLS handshake or certificate check failed", timeout = "timed out",
   protocol = "the connection failed", decode = "the reply could not be read",
-  cancelled = "cancelled", io = "journal input/output failed",
+  cancelled = "cancelled", io = "journal input/output failed", closed = "closed",
 }
 
 -- A whole number as "401", never "401.0" (lua-cjson gives floats on 5.3+).

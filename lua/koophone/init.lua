@@ -5,7 +5,8 @@
 --     local rows = assert(client:sync_command("getprop ro.build.version.release", { "a44uhlf7" }))
 --
 -- See README.md for a tour; each module documents its part:
--- `koophone.client` (endpoints), `koophone.task` (polling),
+-- `koophone.client` (endpoints), `koophone.fleet` (list, status, reboot,
+-- reset, backup, apps, CPH phones), `koophone.task` (polling),
 -- `koophone.batch` (whole fleets), `koophone.sched` (waiting),
 -- `koophone.errors` (the error shape), `koophone.rows` (the result shape).
 -- @module koophone
@@ -17,7 +18,10 @@ local validate = require "koophone.validate"
 
 local M = {}
 
+--- The version, e.g. "0.1.0".
 M.VERSION = client.VERSION
+--- "koophone 0.1.0", in the style of Lua's own `_VERSION`.
+M._VERSION = "koophone " .. client.VERSION
 --- JSON null as it appears in decoded bodies.
 M.null = core.null
 

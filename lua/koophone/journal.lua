@@ -20,12 +20,12 @@
 -- @module koophone.journal
 local cjson = require("cjson").new()
 local errors = require "koophone.errors"
+local core = require "koophone.core"
 
 local M = {}
 M.VERSION = 1
 
---- An open journal.
--- @type Journal
+-- An open journal (the Journal type, below).
 local Journal = {}
 Journal.__index = Journal
 
@@ -38,6 +38,10 @@ function M.open(path, opts)
   if type(path) ~= "string" or path == "" then
     return nil, errors.validation("journal", "must be a file path")
   end
+  -- private (mode 0600) when created, and a torn last line cut off: a
+  -- record appended after it would be glued to it and both lost
+  local cut, perr = core.journal_prepare(path)
+  if not cut then return nil, errors.new { kind = "io", field = "journal", message = perr } end
   local f, msg = io.open(path, "a")
   if not f then return nil, errors.new { kind = "io", field = "journal", message = "cannot open journal: " .. tostring(msg) } end
   f:setvbuf("no")
@@ -61,6 +65,9 @@ local function scrub_tree(v, secrets, depth)
   return out
 end
 
+--- An open journal.
+-- @type Journal
+
 --- Appends one record (a table) as a JSON line and flushes it.
 -- @tparam table record
 -- @treturn boolean|nil
@@ -69,7 +76,9 @@ function Journal:write(record)
   if not self.file then return nil, errors.new { kind = "io", message = "journal is closed" } end
   local ok, line = pcall(cjson.encode, scrub_tree(record, self.secrets, 0))
   if not ok then return nil, errors.new { kind = "io", message = "cannot encode journal record: " .. tostring(line) } end
-  local w, msg = self.file:write(line, "\n")
+  -- one write per record: a crash leaves a whole record or a torn last
+  -- line (cut at the next open), never two records glued together
+  local w, msg = self.file:write(line .. "\n")
   if not w then return nil, errors.new { kind = "io", message = "cannot write journal: " .. tostring(msg) } end
   self.file:flush()
   return true
@@ -80,6 +89,9 @@ function Journal:close()
   if self.file then self.file:close() end
   self.file = nil
 end
+
+--- Reading journals and storing installs.
+-- @section reading
 
 --- A copy of an install description safe to store: the package URL's
 -- query string (pre-signed credentials) is replaced by `<redacted>`.

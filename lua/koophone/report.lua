@@ -14,8 +14,7 @@ local cjson = require("cjson").new()
 
 local M = {}
 
---- The Report type.
--- @type Report
+-- The Report type (below).
 local Report = {}
 Report.__index = Report
 M.Report = Report
@@ -51,6 +50,9 @@ function M.new(t)
   self.summary = s
   return self
 end
+
+--- The Report type.
+-- @type Report
 
 --- The rows whose status is not "ok", in input order.
 -- @treturn {table,...}
@@ -97,14 +99,16 @@ end
 
 --- Runs the same operation again on the ids whose row is not ok.
 --
--- Caution: rows with status "error" or "timeout" may have run already
--- (`row.maybe_executed`); running them again is the caller's decision.
--- Pass `opts.statuses = {"failed"}` to retry only what the vendor reported
--- as failed.
+-- Rows whose command may have run already (`row.maybe_executed`: a reply
+-- lost after sending, a job still running at a timeout) are skipped unless
+-- `opts.include_maybe_executed` is true: running them again is the
+-- caller's decision. Pass `opts.statuses = {"failed"}` to retry only what
+-- the vendor reported as failed.
 -- @tparam[opt] table client defaults to the client that made this report
 -- @tparam[opt] table opts batch options (default: this batch's options);
 --   plus `statuses` (list of statuses to retry, default every non-ok one)
---   and `merge` (return `self:merge(new)` instead of the new report)
+--   and `merge` (return `self:merge(new)` instead of the new report),
+--   `include_maybe_executed`
 -- @treturn Report|nil the report of the ids retried (or the merged one);
 --   a report with no rows when nothing needed a retry
 -- @treturn ?string message on failure (one line)
@@ -123,6 +127,7 @@ function Report:retry_failed(client, opts)
   base.journal = opts.journal -- never append to the first batch's journal
   -- this method's own options, and a resume's
   base.statuses, base.merge, base.submit_missing, base.app = nil, nil, nil, nil
+  base.include_maybe_executed = nil
   local want
   if opts.statuses then
     want = {}
@@ -130,7 +135,10 @@ function Report:retry_failed(client, opts)
   end
   local ids = {}
   for _, row in ipairs(self.rows) do
-    if row.status ~= "ok" and (not want or want[row.status]) then
+    -- a row whose command may have run is not run again unless asked:
+    -- retrying it could run the command twice
+    if row.status ~= "ok" and (not want or want[row.status])
+        and (not row.maybe_executed or opts.include_maybe_executed) then
       ids[#ids + 1] = (op.items and op.items[row.id]) or row.id
     end
   end

@@ -42,11 +42,17 @@ end
 -- The default waiter: block in the engine.
 local blocking = {}
 
-function blocking.await(engine, req)
+function blocking.await(engine, req, deadline)
   repeat
     engine:perform()
     if req:done() then return end
-    engine:wait(1000)
+    local ms = 1000
+    if deadline then
+      local left = deadline - now()
+      if left <= 0 then return end
+      if left * 1000 < ms then ms = left * 1000 end
+    end
+    engine:wait(ms)
   until req:done()
 end
 
@@ -69,12 +75,18 @@ end
 -- @tparam function in_host true when the running code may yield to the host
 -- @tparam function wait_once `(engine, seconds)`: let the host run that long
 function M.host_waiter(adapter, in_host, wait_once)
-  function adapter.await(engine, req)
-    if not in_host() then return M.blocking.await(engine, req) end
+  function adapter.await(engine, req, deadline)
+    if not in_host() then return M.blocking.await(engine, req, deadline) end
     while true do
       engine:perform()
       if req:done() then return end
-      wait_once(engine, adapter.max_step)
+      local step = adapter.max_step
+      if deadline then
+        local left = deadline - now()
+        if left <= 0 then return end
+        if left < step then step = left end
+      end
+      wait_once(engine, step)
     end
   end
   function adapter.sleep(engine, seconds)
@@ -113,15 +125,18 @@ end
 -- @tparam[opt] table w
 function M.set_waiter(w) waiter = w or blocking end
 
---- Returns once `req:done()`. Never raises for the request's own outcome.
+--- Returns once `req:done()`, or once `deadline` has passed. Never raises
+-- for the request's own outcome; the caller checks `req:done()`.
 -- @param engine the engine the request belongs to
 -- @param req a request from `engine:submit`
-function M.await(engine, req)
+-- @tparam[opt] number deadline a `now()` time to stop waiting at
+function M.await(engine, req, deadline)
   if req:done() then return end
   if in_managed() then
-    repeat coroutine.yield(WAIT, "req", req, engine) until req:done()
+    repeat coroutine.yield(WAIT, "req", req, engine, deadline)
+    until req:done() or (deadline and now() >= deadline)
   else
-    waiter.await(engine, req)
+    waiter.await(engine, req, deadline)
   end
 end
 
@@ -138,10 +153,10 @@ function M.sleep(engine, seconds)
   end
 end
 
--- A binary min-heap of {at, co} for sleeping coroutines.
-local function heap_push(h, at, co)
+-- A binary min-heap of {at, token} for sleeping coroutines.
+local function heap_push(h, at, token)
   local n = #h + 1
-  h[n] = { at, co }
+  h[n] = { at, token }
   while n > 1 do
     local p = math.floor(n / 2)
     if h[p][1] <= h[n][1] then break end
@@ -167,8 +182,7 @@ local function heap_pop(h)
   return top
 end
 
---- A scheduler: runs many coroutines in one thread over koophone's engines.
--- @type Runner
+-- A scheduler (the Runner type, below).
 local Runner = {}
 Runner.__index = Runner
 
@@ -178,6 +192,9 @@ function M.runner()
   return setmetatable({ ready = {}, by_req = {}, timers = {}, engines = {}, count = 0,
                         errors = {} }, Runner)
 end
+
+--- A scheduler: runs many coroutines in one thread over koophone's engines.
+-- @type Runner
 
 --- Adds a coroutine running `fn(...)`; it starts at the next `run()`.
 -- @tparam function fn
@@ -191,8 +208,16 @@ function Runner:spawn(fn, ...)
   return co
 end
 
+-- A wait of one coroutine: woken once, by whichever of its request or its
+-- deadline comes first (the other finds it fired and is ignored).
+function Runner:_wake(token)
+  if token.fired then return end
+  token.fired = true
+  self.ready[#self.ready + 1] = token.co
+end
+
 function Runner:_resume(co)
-  local ok, marker, kind, arg, engine = coroutine.resume(co)
+  local ok, marker, kind, arg, engine, deadline = coroutine.resume(co)
   if not ok then
     self.count = self.count - 1
     self.errors[#self.errors + 1] = debug.traceback(co, tostring(marker))
@@ -208,11 +233,23 @@ function Runner:_resume(co)
     return
   end
   self.engines[engine] = true
+  local token = { co = co }
   if kind == "req" then
-    if arg:done() then self.ready[#self.ready + 1] = co else self.by_req[arg] = co end
+    if arg:done() then self.ready[#self.ready + 1] = co return end
+    -- several coroutines may wait on one request: each is woken
+    local list = self.by_req[arg]
+    if list then list[#list + 1] = token else self.by_req[arg] = { token } end
+    if deadline then heap_push(self.timers, deadline, token) end
   else
-    heap_push(self.timers, arg, co)
+    heap_push(self.timers, arg, token)
   end
+end
+
+function Runner:_finished(req)
+  local list = self.by_req[req]
+  if not list then return end
+  self.by_req[req] = nil
+  for i = 1, #list do self:_wake(list[i]) end
 end
 
 --- Runs every spawned coroutine to its end. Raises if one raised.
@@ -233,32 +270,31 @@ function Runner:run(timeout)
     if self.count == 0 then break end
     local by_req = self.by_req
     for engine in pairs(self.engines) do
-      local _, finished, completed = engine:perform()
-      local nfinished = finished and #finished or 0
+      local alive, _, finished, completed = pcall(engine.perform, engine)
+      local nfinished = alive and finished and #finished or 0
+      if not alive then
+        -- closed (by one of our coroutines): it leaves the loop; its
+        -- requests were cancelled, so their waiters are woken below
+        self.engines[engine], seen[engine] = nil, nil
+        completed = math.huge
+      end
       if completed - (seen[engine] or 0) > nfinished then
         -- someone else (task:poll) called perform() and took news with it:
         -- ask each awaited request instead
-        for req, co in pairs(by_req) do
-          if req:done() then
-            by_req[req] = nil
-            self.ready[#self.ready + 1] = co
-          end
+        local done = {}
+        for req in pairs(by_req) do
+          if req:done() then done[#done + 1] = req end
         end
+        for i = 1, #done do self:_finished(done[i]) end
       else
-        for i = 1, nfinished do
-          local co = by_req[finished[i]]
-          if co then
-            by_req[finished[i]] = nil
-            self.ready[#self.ready + 1] = co
-          end
-        end
+        for i = 1, nfinished do self:_finished(finished[i]) end
       end
-      seen[engine] = completed
+      if alive then seen[engine] = completed end
     end
     local t = now()
     local timers = self.timers
     while timers[1] and timers[1][1] <= t do
-      self.ready[#self.ready + 1] = heap_pop(timers)[2]
+      self:_wake(heap_pop(timers)[2])
     end
     if deadline and t >= deadline then return false end
     if #self.ready == 0 then
@@ -268,11 +304,46 @@ function Runner:run(timeout)
       local engine = next(self.engines)
       if engine then
         if next(self.engines, engine) then ms = math.min(ms, 5) end
-        engine:wait(ms)
+        pcall(engine.wait, engine, ms) -- a closed engine raises: the next pass drops it
+      elseif timers[1] then
+        -- every engine closed, coroutines still sleeping: a private idle
+        -- engine sleeps without a busy loop
+        self.idle = self.idle or core.engine()
+        self.idle:wait(ms)
       end
     end
   end
   return true
 end
+
+--- Runs `fn(...)` from inside a host's own plain coroutine (a game
+-- engine's script slot resumed once per frame) without ever blocking it:
+-- koophone's waits inside `fn` yield to a private scheduler, which gets one
+-- non-blocking pass each time the host resumes the calling coroutine; in
+-- between, the calling coroutine yields `yield_value` to its host. From
+-- the main thread (no coroutine to yield) it simply runs `fn` to its end.
+--
+--     -- in a script the host resumes every frame:
+--     local rows = assert(sched.frames(client.sync_command, client, "ls", ids))
+-- @tparam function fn
+-- @param ... its arguments
+-- @return what `fn` returns
+function M.frames(fn, ...)
+  local unpack = table.unpack or unpack
+  local runner = M.runner()
+  local args = { n = select("#", ...), ... }
+  local res
+  runner:spawn(function() res = { n = 0, fn(unpack(args, 1, args.n)) } end)
+  local co, main = coroutine.running() -- Lua 5.1/LuaJIT: nil in the main thread
+  if co == nil or main then
+    runner:run()
+  else
+    while not runner:run(0) do coroutine.yield(M.frames_yield) end -- one pass per frame
+  end
+  return unpack(res)
+end
+
+--- What `frames` yields to the host between passes (default "koophone").
+M.frames_yield = "koophone"
 
 return M

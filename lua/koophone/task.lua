@@ -32,6 +32,10 @@ Task.__index = Task
 
 local WAIT = sched.WAIT
 
+--- Task kinds whose id is a CPH request id, followed with ListJobs.
+Task.CPH_KINDS = { restart = true, phone_reset = true }
+local CPH_KINDS = Task.CPH_KINDS
+
 --- Builds a task (used by the client; see `Client:task` to attach to an
 -- existing one).
 -- @tparam table client
@@ -47,7 +51,7 @@ function Task.new(client, t)
     ratio = client.poll_ratio or 0.1,
   }, Task)
   self.next_due = self.started + self.interval
-  local extra_key = self.kind == "restart" and "request_id" or "task_id"
+  local extra_key = CPH_KINDS[self.kind] and "request_id" or "task_id"
   local seen = {}
   local function add(id)
     if seen[id] then return end
@@ -86,9 +90,9 @@ end
 -- are keyed by job id (by phone id for restart tasks).
 function Task:_discover(jobs)
   self.discover = false
-  local extra_key = self.kind == "restart" and "request_id" or "task_id"
+  local extra_key = CPH_KINDS[self.kind] and "request_id" or "task_id"
   for _, j in ipairs(jobs) do
-    local id = (self.kind == "restart" and j.id) or j.job_id
+    local id = (CPH_KINDS[self.kind] and j.id) or j.job_id
     if id and j.job_id and not self.rows[id] then
       self.jobs[j.job_id] = id
       self.order[#self.order + 1] = id
@@ -127,7 +131,7 @@ end
 function Task:_apply(jobs)
   if self.discover then self:_discover(jobs) end
   local changed = 0
-  local extra_key = self.kind == "restart" and "request_id" or "task_id"
+  local extra_key = CPH_KINDS[self.kind] and "request_id" or "task_id"
   local now = sched.now()
   for _, j in ipairs(jobs) do
     local id = self.jobs[j.job_id]
@@ -158,7 +162,7 @@ end
 function Task:_query()
   local c = self.client
   local list, _, err
-  if self.kind == "restart" then
+  if CPH_KINDS[self.kind] then
     list, _, err = c:jobs { request_id = self.id }
   else
     list, _, err = c:query_task(self.id)
@@ -181,20 +185,29 @@ function Task:_query_done(ok, jobs, err)
     if not err.retryable then
       -- the task cannot be read (not found, forbidden, ...): every job
       -- still running is an error, with the reason
-      for _, id in ipairs(self.order) do
-        if self.rows[id].status == "running" then
-          local job_id = self.rows[id].job_id
-          self.rows[id] = rows.from_error(id, self.id_field, err, { job_id = job_id, task_id = self.id })
-          self.running = self.running - 1
-        end
-      end
-      self.finished = true
-      self.progressed = true
+      self:_fail_running(err)
     end
   end
   local now = sched.now()
   local gap = math.max(self.interval, math.min(self.max_interval, self.ratio * (now - self.started)))
   self.next_due = now + gap
+end
+
+-- Ends every running job as an error (the command was submitted: it may
+-- have run).
+function Task:_fail_running(err)
+  self.last_error = err
+  for _, id in ipairs(self.order) do
+    if self.rows[id].status == "running" then
+      local job_id = self.rows[id].job_id
+      local row = rows.from_error(id, self.id_field, err, { job_id = job_id, task_id = self.id })
+      row.maybe_executed = true
+      self.rows[id] = row
+      self.running = self.running - 1
+    end
+  end
+  self.finished = true
+  self.progressed = true
 end
 
 -- Resumes the query coroutine if what it waits for has happened.
@@ -217,6 +230,12 @@ end
 -- @treturn {table,...} rows so far (every id once)
 function Task:poll()
   if self.finished then return true, self:results() end
+  if self.client.closed then
+    -- nothing can be learnt any more: the running jobs end as errors
+    self:_fail_running(errors.new { kind = "closed", message = "the client was closed while the task ran",
+                                   maybe_executed = true })
+    return true, self:results()
+  end
   self.client.engine:perform()
   if self.query then
     self:_step_query()
@@ -235,6 +254,7 @@ function Task:expire()
     local row = self.rows[id]
     if row.status == "running" then
       row.status = "timeout"
+      row.maybe_executed = true -- submitted, and perhaps still running
       row.message = "still running when the wait ended"
       row.elapsed = sched.now() - self.started
       self.running = self.running - 1
@@ -278,7 +298,8 @@ local function check_wait_opts(opts)
   if type(opts) ~= "table" then return nil, errors.validation("opts", "must be a table") end
   local ok, err = validate.known_keys("option", opts, WAIT_OPTIONS)
   for _, k in ipairs { "timeout", "interval", "max_interval", "ratio" } do
-    if ok then ok, err = validate.seconds(k, opts[k], true) end
+    -- timeout = 0: look once, do not wait
+    if ok then ok, err = validate.seconds(k, opts[k], k ~= "timeout") end
   end
   if ok and opts.ratio ~= nil and opts.ratio > 1 then
     ok, err = nil, errors.validation("ratio", "must be at most 1 (a share of the task's age), got " .. opts.ratio, 1)
@@ -334,7 +355,9 @@ function Task:wait(opts)
     end
     local at, req = self:due()
     if req then
-      sched.await(engine, req)
+      -- bounded by the wait's own deadline: a stalled status query must not
+      -- hold the caller past `timeout` (expire() then cancels it)
+      sched.await(engine, req, deadline)
     elseif at > t then
       sched.sleep(engine, math.min(at, deadline) - t)
     end

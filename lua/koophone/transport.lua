@@ -21,9 +21,23 @@
 -- the limiter's pause instead of the exponential backoff. Error bodies are
 -- read in every shape the vendor's SDKs read (`error_code`/`error_msg`,
 -- `errorCode`/`errorMsg`, `code`/`message`, or nested).
+--
+-- With AK/SK credentials every attempt is signed afresh (a fresh
+-- `X-Sdk-Date`) over the exact body bytes: the JSON body is encoded here,
+-- once per call, and the same string is signed and sent. A 401
+-- `APIGW.0301` "signature expired" corrects the signing clock by the
+-- server's `Date` header and signs once more; any other `APIGW.0301` is
+-- final.
 -- @module koophone.transport
+local cjson = require "cjson"
 local sched = require "koophone.sched"
 local errors = require "koophone.errors"
+
+-- The settings of the core's private instance (src/json.c): a body encoded
+-- here is byte for byte the one the core would have sent.
+local json = cjson.new()
+json.encode_max_depth(64)
+json.encode_invalid_numbers(false)
 
 local M = {}
 
@@ -194,22 +208,45 @@ end
 --- Performs one call (with retries). Waits through `koophone.sched`.
 -- @tparam table spec `method`, `url`, `json` (a table to send), `request_id`,
 --   `timeout` (seconds, per attempt), `deadline` (a `sched.now()` time after
---   which no retry starts), `retries`
+--   which no retry starts), `retries`, `no_auth` (send no credentials),
+--   `no_project` (AK/SK: sign without `X-Project-Id`)
 -- @treturn table|nil response `{status, body, request_id, attempts, time}`
 -- @treturn table|nil err
 function Transport:request(spec)
   local method = spec.method or (spec.json and "POST" or "GET")
+  if self.closed then return nil, errors.new { kind = "closed", message = "the client is closed" } end
   local request_id = spec.request_id or self.engine:uuid()
   local retries = spec.retries or self.retries
-  local attempt, renewed = 0, false
+  local attempt, renewed, reclocked = 0, false, false
   local started = sched.now()
+  local signing = self.auth and self.auth.kind == "aksk" and not spec.no_auth
+  local body
+  if signing and spec.json then
+    local ok, encoded = pcall(json.encode, spec.json)
+    if not ok then
+      return nil, errors.new { kind = "validation", field = "body", retryable = false,
+                               message = "body cannot be encoded as JSON: " .. tostring(encoded) }
+    end
+    body = encoded
+  end
   while true do
     if self.limiter and not spec.no_auth and not self:_pace(spec) then return nil, paced_out(request_id, attempt) end
     attempt = attempt + 1
-    local token = (self.auth and not spec.no_auth) and self.auth:token() or nil
-    if type(token) == "table" then -- the auth layer could not get a token
-      token.attempts = attempt
-      return nil, token
+    local token, signed
+    if signing then
+      local pid, perr = false, nil
+      if not spec.no_project then pid, perr = self.auth:project() end
+      if pid == nil then
+        perr.attempts = attempt
+        return nil, perr
+      end
+      signed = self.auth:headers(method, spec.url, body, spec.json and "application/json" or nil, pid or nil)
+    else
+      token = (self.auth and not spec.no_auth) and self.auth:token() or nil
+      if type(token) == "table" then -- the auth layer could not get a token
+        token.attempts = attempt
+        return nil, token
+      end
     end
     -- one header list and one curl spec per transport, refilled per
     -- attempt: submit() copies what it needs before it returns
@@ -218,12 +255,24 @@ function Transport:request(spec)
     local n = 3
     if token then n = n + 1; headers[n] = "X-Auth-Token: " .. token end
     if spec.json then n = n + 1; headers[n] = "Content-Type: application/json" end
+    if signed then
+      for i = 1, #signed do headers[n + i] = signed[i] end
+      n = n + #signed
+    end
     for i = n + 1, #headers do headers[i] = nil end
-    c.url, c.method, c.json = spec.url, method, spec.json
+    c.url, c.method = spec.url, method
+    if body then c.body = body else c.json = spec.json end
     c.timeout = spec.timeout and math.floor(spec.timeout * 1000) or self.timeout_ms
     local sent_at = sched.now()
-    local req = self.engine:submit(c)
-    c.json = nil
+    local submitted, req = pcall(self.engine.submit, self.engine, c)
+    c.json, c.body = nil, nil
+    if not submitted then
+      -- an engine shared with a client that closed it: an expected failure
+      if tostring(req):find("engine is closed", 1, true) then
+        return nil, errors.new { kind = "closed", message = "the engine is closed", request_id = request_id }
+      end
+      error(req, 0)
+    end
     self.stats.requests = self.stats.requests + 1
     sched.await(self.engine, req)
     local res, cerr = req:response()
@@ -240,8 +289,20 @@ function Transport:request(spec)
     end
     err.request_id = err.request_id or request_id
     err.attempts = attempt
+    if signing and err.http_status == 401 and err.code == "APIGW.0301" then
+      -- a clock off by more than ~15 minutes: correct it once by the
+      -- server's Date and sign again; any other refusal is final
+      local expired = type(err.message) == "string" and err.message:lower():find("signature expired", 1, true)
+      if not (expired and not reclocked and res and self.auth:adjust_clock(res.date)) then
+        err.retryable = false
+        err.message = "the AK/SK or its signature was refused"
+          .. (reclocked and " (even after correcting the clock by the server's Date)" or "")
+          .. ": " .. tostring(err.message)
+        return nil, err
+      end
+      reclocked = true
     -- one renewal on 401, when the auth layer can renew (IAM credentials)
-    if err.http_status == 401 and not renewed and not spec.no_auth and self.auth and self.auth.renew then
+    elseif err.http_status == 401 and not renewed and not spec.no_auth and self.auth and self.auth.renew then
       renewed = true
       local ok, rerr = self.auth:renew(token)
       if not ok then return nil, rerr end

@@ -59,6 +59,11 @@ end
 function M.ids(field, ids, max, max_chars)
   max_chars = max_chars or M.limits.id_chars
   if type(ids) ~= "table" then return nil, bad(field, "must be a list of ids, got " .. type(ids)) end
+  if getmetatable(ids) ~= nil then
+    -- a proxy (e.g. a read-only view): its length and keys are whatever its
+    -- metamethods say, so it is refused with a reason, not "empty"
+    return nil, bad(field, "must be a plain list: this table has a metatable (copy the ids into a plain table)")
+  end
   local n = #ids
   if n == 0 or next(ids) == nil then return nil, bad(field, "must not be empty", max) end
   if max and n > max then
@@ -92,6 +97,8 @@ function M.path_id(field, id)
   if id:find("[^%w%-_%.]") then
     return nil, bad(field, "may hold only letters, digits, '-', '_' and '.'")
   end
+  -- a path segment of dots would walk up the URL (GET /v1/instances/)
+  if not id:find("[^%.]") then return nil, bad(field, "must not be '.' or '..' (it goes into the URL path)") end
   return true
 end
 

@@ -24,6 +24,12 @@
 -- `nil` for ids that passed them all). Step names are the method names
 -- (`restart`, `install`, `run`, ...) or `opts.name`; a repeated name gets
 -- a suffix (`run#2`).
+--
+-- Fleet steps (`koophone.fleet`): `reboot`, `reset`, `backup` (instances),
+-- `reset_phones` (CPH), `wait_running` (polls the status until each id
+-- runs again, or fails it at a deadline) and `verify_installed` (reads each
+-- instance's app list: an install the vendor reported as done but that did
+-- not land fails here).
 -- @module koophone.workflow
 local batch = require "koophone.batch"
 local report_mod = require "koophone.report"
@@ -34,8 +40,7 @@ local validate = require "koophone.validate"
 
 local M = {}
 
---- A workflow under construction.
--- @type Workflow
+-- A workflow under construction (the Workflow type, below).
 local Workflow = {}
 Workflow.__index = Workflow
 M.Workflow = Workflow
@@ -70,6 +75,15 @@ end
 -- Step options a built-in step takes besides the batch's.
 local STEP_OPTIONS = validate.set { "name", "ids", "expect" }
 for k in pairs(batch.OPTIONS) do STEP_OPTIONS[k] = true end
+-- wait_running's and verify_installed's own
+local WAIT_RUNNING_OPTIONS = validate.set { "name", "ids", "deadline", "interval" }
+local VERIFY_OPTIONS = validate.set { "name", "ids", "package", "version" }
+for k in pairs(batch.OPTIONS) do
+  WAIT_RUNNING_OPTIONS[k] = true
+  VERIFY_OPTIONS[k] = true
+end
+-- options of a step that are not the batch's
+local STEP_ONLY = validate.set { "name", "ids", "expect", "deadline", "interval", "package", "version" }
 
 -- Keeps the first bad option found while the workflow is built: the
 -- builder methods chain, so execute() reports it before anything is sent.
@@ -79,9 +93,12 @@ function Workflow:_check(where, opts, known)
   if not ok then self.bad = err end
 end
 
-function Workflow:_add(kind, domain, opts, fn)
+--- A workflow under construction.
+-- @type Workflow
+
+function Workflow:_add(kind, domain, opts, fn, known)
   opts = opts or {}
-  if kind ~= "step" then self:_check(kind .. " step option", opts, STEP_OPTIONS) end
+  if kind ~= "step" then self:_check(kind .. " step option", opts, known or STEP_OPTIONS) end
   local name = opts.name or kind
   self.names[name] = (self.names[name] or 0) + 1
   if self.names[name] > 1 then name = name .. "#" .. self.names[name] end
@@ -93,7 +110,7 @@ function Workflow:_batch_opts(step)
   local o = {}
   for k, v in pairs(self.defaults) do o[k] = v end
   for k, v in pairs(step.opts) do
-    if k ~= "name" and k ~= "ids" and k ~= "expect" then o[k] = v end
+    if not STEP_ONLY[k] then o[k] = v end
   end
   if o.on_progress then
     local f = o.on_progress
@@ -175,6 +192,182 @@ function Workflow:wait(seconds)
   end)
 end
 
+--- Reboots instances; see `koophone.batch.reboot` (a row "ok" means the
+-- vendor took the order: follow with `wait_running`).
+-- @tparam[opt] table ids instance ids (first step only)
+-- @tparam[opt] table opts batch options, `name`
+-- @treturn Workflow self
+function Workflow:reboot(ids, opts)
+  return self:_add("reboot", "instance", opts, function(client, list, o)
+    return batch.reboot(client, list, o)
+  end):_input(ids)
+end
+
+--- Resets instances (KooPhone batch-reset); see `koophone.batch.reset`.
+-- @tparam[opt] table ids instance ids (first step only)
+-- @tparam[opt] table opts batch options, `name`
+-- @treturn Workflow self
+function Workflow:reset(ids, opts)
+  return self:_add("reset", "instance", opts, function(client, list, o)
+    return batch.reset(client, list, o)
+  end):_input(ids)
+end
+
+--- Backs instances up; see `koophone.batch.backup`.
+-- @tparam[opt] table ids instance ids (first step only)
+-- @tparam[opt] table opts batch options, `name`
+-- @treturn Workflow self
+function Workflow:backup(ids, opts)
+  return self:_add("backup", "instance", opts, function(client, list, o)
+    return batch.backup(client, list, o)
+  end):_input(ids)
+end
+
+--- Resets cloud phones (CPH batch-reset); see `koophone.batch.reset_phones`.
+-- @tparam[opt] table phones phone ids or `{phone_id=, property=}` (first step only)
+-- @tparam[opt] table opts batch options, `image_id`, `name`
+-- @treturn Workflow self
+function Workflow:reset_phones(phones, opts)
+  return self:_add("reset_phones", "phone", opts, function(client, list, o)
+    return batch.reset_phones(client, list, o)
+  end):_input(phones)
+end
+
+local PHONE_FAILED = { [-5] = true, [-6] = true, [-7] = true, [-8] = true, [-9] = true }
+
+-- A status row that will not get better by waiting: the vendor refused the
+-- query (4xx but 429: an unknown phone is a 404) or the phone's state is a
+-- failure (-6 restart failed, ...).
+local function final_failure(row, phone)
+  if row.status == "ok" then
+    if phone and PHONE_FAILED[row.vendor_status] then
+      return ("%s (status %d)"):format(row.state, row.vendor_status)
+    end
+    return nil
+  end
+  local h = row.http_status
+  if h and h >= 400 and h < 500 and h ~= 429 then return row.message or ("HTTP " .. h) end
+  return nil
+end
+
+-- wait_running's body: polls batch.status (instances) or batch.phone_status
+-- (phones) for the ids not running yet, until none is left or the deadline.
+local function wait_running(client, ids, o, domain, deadline, interval)
+  local started = sched.now()
+  local phone = domain == "phone"
+  local field = phone and "phone_id" or "instance_id"
+  local poll = phone and batch.phone_status or batch.status
+  local on_progress = o.on_progress
+  o.on_progress, o.journal = nil, nil -- one batch per round: progress is the step's
+  local final, last, pending = {}, {}, {}
+  for i, id in ipairs(ids) do pending[i] = id end
+  local requests, rounds, done, ok_n = 0, 0, 0, 0
+  while #pending > 0 do
+    local now = sched.now()
+    local left = deadline - (now - started)
+    if left <= 0 then break end
+    -- the first poll waits too: a reboot's order may take a moment to show
+    sched.sleep(client.engine, math.min(interval, left))
+    rounds = rounds + 1
+    local rep, msg, err = poll(client, pending, o)
+    if not rep then return nil, msg, err end
+    requests = requests + rep.summary.requests
+    local still = {}
+    for _, row in ipairs(rep.rows) do
+      local why = final_failure(row, phone)
+      if row.status == "ok" and row.state == "running" then
+        final[row.id] = row
+        ok_n = ok_n + 1
+      elseif why then
+        row.status, row.message = "failed", why
+        final[row.id] = row
+      else
+        last[row.id] = row
+        still[#still + 1] = row.id
+      end
+      if final[row.id] then
+        row.elapsed, row.polls = sched.now() - started, rounds
+        done = done + 1
+      end
+    end
+    pending = still
+    if on_progress then
+      on_progress { done = done, total = #ids, ok = ok_n, failed = done - ok_n, error = 0, timeout = 0 }
+    end
+  end
+  for _, id in ipairs(pending) do
+    local l = last[id] or {}
+    final[id] = { id = id, [field] = id, status = "failed", state = l.state, vendor_status = l.vendor_status,
+                  code = l.code, polls = rounds, elapsed = sched.now() - started,
+                  message = ("not running after %gs (last: %s)"):format(deadline,
+                    l.state or l.message or "no answer") }
+  end
+  local out = {}
+  for i, id in ipairs(ids) do out[i] = final[id] end
+  return report_mod.new { rows = out, elapsed = sched.now() - started, requests = requests }
+end
+
+--- Waits until each id runs again (after `restart`, `reboot`, `reset`,
+-- `reset_phones`): polls the status of the ids not yet running every
+-- `interval` seconds (the first time `interval` after the step starts) —
+-- batch-query-status for instances, phone detail for phones. An id that
+-- is not running at the `deadline`, or whose phone status is a failure
+-- (-6 restart failed, -5 reset failed, ...), gets a `failed` row saying
+-- why; a status query the vendor refuses (an unknown phone: 404) too.
+-- @tparam[opt] table opts `deadline` (seconds per id from the step's start,
+--   default 300), `interval` (seconds between polls, default 1), `name`,
+--   `ids` (first step only; instance ids), batch options for the status queries (`concurrency`, `rate`, ...)
+-- @treturn Workflow self
+function Workflow:wait_running(opts)
+  opts = opts or {}
+  local deadline, interval = opts.deadline or 300, opts.interval or 1
+  local ok, err = validate.seconds("deadline", deadline, true)
+  if ok then ok, err = validate.seconds("interval", interval, true) end
+  if not ok and not self.bad then self.bad = err end
+  return self:_add("wait_running", nil, opts, function(client, ids, o, domain)
+    return wait_running(client, ids, o, domain, deadline, interval)
+  end, WAIT_RUNNING_OPTIONS):_input(opts.ids)
+end
+
+--- Checks that an app is installed: reads each instance's app list (every
+-- page) and fails the rows whose app is absent or at another version. An
+-- install the vendor reported as successful but that did not land drops
+-- out here.
+-- @tparam table spec `package` (the app's package name, e.g.
+--   "com.example.app": `object_name` of the install), `version` (optional:
+--   `object_version`), `name`, `ids` (first step only), and batch options
+-- @treturn Workflow self
+function Workflow:verify_installed(spec)
+  spec = spec or {}
+  local ok, err = validate.text("package", spec.package, validate.limits.name_chars, true)
+  if ok then ok, err = validate.text("version", spec.version, validate.limits.name_chars, false) end
+  if not ok and not self.bad then self.bad = err end
+  local pkg, version = spec.package, spec.version
+  return self:_add("verify_installed", "instance", spec, function(client, ids, o)
+    local rep, msg, rerr = batch.apps(client, ids, o)
+    if not rep then return nil, msg, rerr end
+    for _, row in ipairs(rep.rows) do
+      if row.status == "ok" then
+        local found
+        for _, a in ipairs(row.apps) do
+          if a.app_pkg == pkg then found = a break end
+        end
+        row.apps = nil
+        if not found then
+          row.status, row.output, row.expectation = "failed", nil, true
+          row.message = pkg .. " is not installed"
+        elseif version and found.app_version ~= version then
+          row.status, row.output, row.expectation = "failed", nil, true
+          row.message = ("%s is at version %s, not %s"):format(pkg, tostring(found.app_version), version)
+        else
+          row.output = pkg .. " " .. tostring(found.app_version)
+        end
+      end
+    end
+    return report_mod.new { rows = rep.rows, elapsed = rep.summary.elapsed, requests = rep.summary.requests }
+  end, VERIFY_OPTIONS):_input(spec.ids)
+end
+
 --- A custom step: `fn(client, ids, opts)` returns a report (or a list of
 -- rows with `id` and `status`) covering `ids`.
 -- @tparam string name
@@ -246,14 +439,14 @@ function Workflow:execute()
       else
         back[id] = orig
         cur[orig] = id
-        ids[#ids + 1] = (k == 1 and step.kind == "restart" and entries[orig]) or id
+        ids[#ids + 1] = (k == 1 and (step.kind == "restart" or step.kind == "reset_phones") and entries[orig]) or id
         still[#still + 1] = orig
       end
     end
     domain = sdomain
     alive = still
     if #ids == 0 then break end
-    local rep, msg, err = step.fn(client, ids, self:_batch_opts(step))
+    local rep, msg, err = step.fn(client, ids, self:_batch_opts(step), sdomain)
     if not rep then
       -- a custom step may fail with `nil, message, err` or `nil, err`
       if not errors.is(err) then

@@ -107,6 +107,7 @@ function M.stats()
     -- 429s answered by the scenario's rate_limit (not by 429 faults)
     throttled = C:get("throttled") or 0,
     throttled_by_endpoint = thr_by,
+    aksk = require("koophone_emulator.aksk").stats(),
   }
 end
 

@@ -16,6 +16,10 @@ M.defaults = {
   project_name = "cn-east-3",
   token_ttl = 86400,
   iam = { user = "emulator-user", password = "emulator-password", domain = "emulator-domain" },
+  -- accepted AK/SK pairs (a pair may also hold security_token: temporary
+  -- credentials); clock_offset skews the gateway's clock (seconds)
+  aksk = { { ak = "emulator-ak", sk = "emulator-sk" } },
+  clock_offset = 0,
   fleet = {
     instances = 10000, phones = 10000,
     -- the ids used by the vendor pages' examples
@@ -91,6 +95,13 @@ local function check(cfg)
     if not ok then error("config: commands[" .. i .. "].match is not a valid Lua pattern", 0) end
   end
   if type(cfg.faults) ~= "table" then error("config: faults must be a list", 0) end
+  if type(cfg.clock_offset) ~= "number" then error("config: clock_offset must be a number", 0) end
+  if type(cfg.aksk) ~= "table" then error("config: aksk must be a list", 0) end
+  for i, p in ipairs(cfg.aksk) do
+    if type(p) ~= "table" or type(p.ak) ~= "string" or type(p.sk) ~= "string" or p.ak == "" or p.sk == "" then
+      error("config: aksk[" .. i .. "] must be {ak=, sk=} with non-empty strings", 0)
+    end
+  end
   if cfg.vendor ~= "seed" and cfg.vendor ~= "sdk" then error("config: vendor must be \"seed\" or \"sdk\"", 0) end
   local styles = { error_code = true, errorCode = true, code = true, nested = true }
   if not styles[cfg.error_style] then

@@ -12,13 +12,14 @@ M.kinds = {
   ["500"] = "before", ["503"] = "before", ["429"] = "before",
   reset = "after", stall = "after", truncate = "after", malformed = "after",
   missing = "after", wrong_types = "after", slow_body = "after",
+  numeric_code = "after", -- error_code "0" sent as the number 0 (valid, as some services do)
 }
 
 -- normalise and validate one fault; returns fault or nil, err
 local function normalise(f)
   if type(f) ~= "table" or not util.is_object(f) then return nil, "a fault must be an object" end
   local kind = f.kind ~= nil and tostring(f.kind) or nil
-  if not kind or not M.kinds[kind] then return nil, "fault kind must be one of 500, 503, 429, reset, stall, truncate, malformed, missing, wrong_types, slow_body" end
+  if not kind or not M.kinds[kind] then return nil, "fault kind must be one of 500, 503, 429, reset, stall, truncate, malformed, missing, wrong_types, slow_body, numeric_code" end
   local ep = f.endpoint or "*"
   if ep ~= "*" and not util.endpoint_set[ep] then return nil, "unknown fault endpoint: " .. tostring(ep) end
   local g = { kind = kind, endpoint = ep }
@@ -168,6 +169,14 @@ local function wrong_types(t)
   return t
 end
 
+local function numeric_code(t)
+  if type(t) ~= "table" then return t end
+  for k, v in pairs(t) do
+    if k == "error_code" and v == "0" then t[k] = 0 elseif type(v) == "table" then numeric_code(v) end
+  end
+  return t
+end
+
 -- reply with the fault instead of (when == "before") or in place of
 -- (when == "after") the real response (status, body, headers)
 function M.apply(f, ep, status, body, headers)
@@ -197,9 +206,9 @@ function M.apply(f, ep, status, body, headers)
     end
     if ep == "token" then headers["X-Subject-Token"] = nil end
     return util.send(status, body, headers)
-  elseif kind == "wrong_types" then
+  elseif kind == "wrong_types" or kind == "numeric_code" then
     local t = util.decode(body)
-    if type(t) == "table" then body = util.encode(wrong_types(t)) end
+    if type(t) == "table" then body = util.encode((kind == "wrong_types" and wrong_types or numeric_code)(t)) end
     return util.send(status, body, headers)
   end
   -- truncate, slow_body: full Content-Length, body in pieces

@@ -58,6 +58,23 @@ function M.token(cfg)
   }, { ["X-Subject-Token"] = token }
 end
 
+-- GET /v3/projects?name=REGION (KeystoneListProjects): how the SDKs find
+-- the project id of a region; the emulator has one project, cfg.project_id,
+-- named cfg.project_name.
+function M.projects(cfg)
+  local args = ngx.req.get_uri_args()
+  local name = type(args.name) == "string" and args.name or nil
+  local list = {}
+  if name == nil or name == cfg.project_name then
+    list[1] = { id = cfg.project_id, name = cfg.project_name, enabled = true, is_domain = false,
+                domain_id = ngx.md5("domain:" .. cfg.iam.domain), parent_id = ngx.md5("domain:" .. cfg.iam.domain),
+                description = "" }
+  end
+  local body = util.encode { projects = #list > 0 and list or false,
+                             links = { self = "https://iam.example/v3/projects" } }
+  return 200, (body:gsub('"projects":false', '"projects":[]'))
+end
+
 -- is this X-Auth-Token accepted?
 function M.valid(cfg, tok)
   if not tok then return false end

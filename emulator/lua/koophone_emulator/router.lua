@@ -5,6 +5,7 @@ local config = require "koophone_emulator.config"
 local acct = require "koophone_emulator.accounting"
 local faults = require "koophone_emulator.faults"
 local iam = require "koophone_emulator.iam"
+local aksk = require "koophone_emulator.aksk"
 local kp = require "koophone_emulator.kp"
 local cph = require "koophone_emulator.cph"
 local instances = require "koophone_emulator.instances"
@@ -17,7 +18,7 @@ local M = {}
 
 local HANDLERS = {
   ["sync-command"] = kp.sync, ["async-command"] = kp.async, task = kp.task, install = kp.install,
-  restart = cph.restart, job = cph.job, jobs = cph.jobs, token = iam.token,
+  restart = cph.restart, job = cph.job, jobs = cph.jobs, token = iam.token, projects = iam.projects,
   reboot = instances.reboot, reset = instances.reset, backup = instances.backup, status = instances.status,
   instances = instances.list, apps = instances.apps,
   phone = cph.phone, phones = cph.phones, ["phone-reset"] = cph.reset,
@@ -50,6 +51,7 @@ local function route(uri)
     return nil
   end
   if uri == "/v3/auth/tokens" then return "token", "POST" end
+  if uri == "/v3/projects" then return "projects", "GET" end
   local pid, tail = match(uri, "^/v1/([^/]+)/cloud%-phone/(.+)$")
   if not pid then return nil end
   if tail == "phones/batch-restart" then return "restart", "POST", nil, pid end
@@ -85,6 +87,8 @@ function M.handle()
   local cfg = config.get()
   ngx.ctx.log_max = cfg.request_log_max
   ngx.ctx.error_style = cfg.error_style
+  -- a skewed clock shows in every reply's Date (nginx sets the true one)
+  if cfg.clock_offset ~= 0 then ngx.header["Date"] = ngx.http_time(math.floor(aksk.now(cfg))) end
   local rid, given = request_id()
   ngx.header["X-Request-Id"] = rid
   local ep, want, arg, pid = route(uri)
@@ -110,7 +114,14 @@ function M.handle()
   local lat = cfg.latency[ep] or cfg.latency["*"] or cfg.latency.default
   if lat and lat > 0 then ngx.sleep(lat) end
 
-  if ep ~= "token" and not iam.valid(cfg, ngx.var.http_x_auth_token) then
+  local authz = ngx.var.http_authorization
+  if ep ~= "token" and authz and sub(authz, 1, 16) == "SDK-HMAC-SHA256 " then
+    local body = ngx.req.get_method() ~= "GET" and util.read_body() or ""
+    local ok, msg = aksk.verify(cfg, authz, body)
+    if not ok then
+      return util.send(401, { error_code = "APIGW.0301", error_msg = msg, request_id = rid })
+    end
+  elseif ep ~= "token" and not iam.valid(cfg, ngx.var.http_x_auth_token) then
     if fam == "kp" then
       return error_reply(fam, 401, "KOOPHONE.API.0401", "Unauthorized: invalid or expired token.")
     end

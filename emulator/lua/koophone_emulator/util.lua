@@ -17,11 +17,11 @@ M.family = {
   ["sync-command"] = "kp", ["async-command"] = "kp", task = "kp", install = "kp",
   reboot = "kp", reset = "kp", backup = "kp", status = "kp", instances = "kp", apps = "kp",
   restart = "cph", job = "cph", jobs = "cph", phone = "cph", phones = "cph", ["phone-reset"] = "cph",
-  token = "iam", unknown = "kp",
+  token = "iam", projects = "iam", unknown = "kp",
 }
 
 M.endpoints = { "sync-command", "async-command", "task", "install", "reboot", "reset", "backup", "status",
-                "instances", "apps", "restart", "job", "jobs", "phone", "phones", "phone-reset", "token" }
+                "instances", "apps", "restart", "job", "jobs", "phone", "phones", "phone-reset", "token", "projects" }
 M.endpoint_set = {}
 for _, e in ipairs(M.endpoints) do M.endpoint_set[e] = true end
 

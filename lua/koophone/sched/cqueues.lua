@@ -41,11 +41,18 @@ function Fd.timeout() return nil end
 
 -- polls the engine's sockets once (up to `cap` seconds)
 local function poll_once(engine, cap)
-  local r, w = engine:fds()
   local objs, n = {}, 0
   local both = {}
-  for _, fd in ipairs(w) do both[fd] = "w" end
-  for _, fd in ipairs(r) do both[fd] = both[fd] and "rw" or "r" end
+  -- one descriptor for the whole engine (its epoll set) where there is
+  -- one; else each socket curl watches
+  local one = engine.fd and engine:fd()
+  if one then
+    both[one] = "r"
+  else
+    local r, w = engine:fds()
+    for _, fd in ipairs(w) do both[fd] = "w" end
+    for _, fd in ipairs(r) do both[fd] = both[fd] and "rw" or "r" end
+  end
   for fd, ev in pairs(both) do
     n = n + 1
     objs[n] = setmetatable({ fd = fd, ev = ev }, Fd)
@@ -56,6 +63,10 @@ local function poll_once(engine, cap)
   n = n + 1
   objs[n] = s
   cqueues.poll(unpack(objs, 1, n))
+  -- cqueues keeps a polled descriptor in its own set; the engine may close
+  -- it (client:close()) before we poll again, and cqueues would then fail
+  -- on it ("Bad file descriptor"): let it go now
+  for fd in pairs(both) do cqueues.cancel(fd) end
 end
 
 require("koophone.sched").host_waiter(M, in_controller, poll_once)
@@ -67,10 +78,13 @@ require("koophone.sched").host_waiter(M, in_controller, poll_once)
 function M.pollable(engine)
   local p = {}
   function p.pollfd()
+    local one = engine.fd and engine:fd()
+    if one then return one end
     local r, w = engine:fds()
     return r[1] or w[1] or -1
   end
   function p.events()
+    if engine.fd and engine:fd() then return "r" end
     local r = engine:fds()
     return r[1] and "r" or "w"
   end

@@ -61,15 +61,17 @@ local function pause(engine, step, left)
 end
 
 --- Waits until `req:done()`, polling with `ngx.sleep` in between.
-function M.await(engine, req)
+function M.await(engine, req, deadline)
   if not can_yield() then
-    return require("koophone.sched").blocking.await(engine, req)
+    return require("koophone.sched").blocking.await(engine, req, deadline)
   end
   local step = M.min_step
   while true do
     engine:perform()
     if req:done() then return end
-    pause(engine, step)
+    local left = deadline and deadline - now()
+    if left and left <= 0 then return end
+    pause(engine, step, left)
     step = step * 2
     if step > M.max_step then step = M.max_step end
   end
