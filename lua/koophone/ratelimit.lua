@@ -47,8 +47,10 @@ M.MAX_PAUSE = 300
 M.BURST = 0.25
 --- Seconds without an answer after which the first estimate starts afresh.
 M.IDLE = 5
---- The measuring bucket of the response rate (seconds) and its smoothing.
-M.MEASURE_BUCKET, M.SMOOTH = 0.5, 0.8
+--- The measuring bucket of the response rate (seconds).
+M.MEASURE_BUCKET = 0.5
+--- The weight of the newest bucket in the smoothed response rate.
+M.SMOOTH = 0.8
 
 local Limiter = {}
 Limiter.__index = Limiter
