@@ -47,7 +47,7 @@
 -- (cubic). The limiter is the client's (`adaptive_rate = true`) or one
 -- attached for the batch's duration and shared with batches running beside
 -- it on the same client; the option `adaptive = false` (default true)
--- leaves it out. `on_progress` also gets `throttled` (429s so far) and
+-- attaches none (a client's own limiter still applies). `on_progress` also gets `throttled` (429s so far) and
 -- `send_rate` (requests/s, nil while unthrottled).
 --
 -- Works from plain code (it blocks, driving the engine) and from inside a
