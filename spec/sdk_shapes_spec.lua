@@ -28,7 +28,7 @@ describe("SDK-era shapes", function()
   local emu, client
   setup(function()
     emu = emulator.start{ scenario = {
-      durations = { default = 0.3, install = 0.6 },
+      durations = { default = 0.3, install = 1.2 },
       overrides = { kp000002 = { match = "^install ", status = -1, error_code = "KOOPHONE.API.62005",
                                  error_msg = "The app package already exists." } },
     } }
@@ -77,7 +77,7 @@ describe("SDK-era shapes", function()
         assert.is_true(done)
         -- the unknown id fails at once (3 in the SDK era, -1 before); the
         -- others were still 0 or 1 then, and the task went on until they ended
-        assert.is_true(rows[1].elapsed >= 0.5, "ended at " .. rows[1].elapsed)
+        assert.is_true(rows[1].elapsed >= 1.1, "ended at " .. rows[1].elapsed)
         assert.equal(sdk, seen0)
         assert.same({ "ok", "failed", "failed", "ok" }, { rows[1].status, rows[2].status, rows[3].status, rows[4].status })
         local failed = sdk and 3 or -1
@@ -91,9 +91,9 @@ describe("SDK-era shapes", function()
       end)
 
       it("a waiting task never reports a job that has not run yet as finished", function()
-        emu:config{ durations = { install = 1.2 } }
+        emu:config{ durations = { install = 1.8 } }
         local task = assert(client:install_app(APP, { "kp000005", "kp000006" }))
-        -- first third of the duration: the SDK's jobs are 0
+        -- first third of the duration (0.6 s): the SDK's jobs are 0
         sleep(0.15)
         local raw = assert(client:query_task(task.id))
         assert.same(sdk and { 0, 0 } or { 1, 1 }, { raw[1].vendor_status, raw[2].vendor_status })
@@ -102,8 +102,8 @@ describe("SDK-era shapes", function()
         assert.is_false(done)
         local rows = assert(task:wait{ timeout = 10 })
         assert.same({ "ok", "ok" }, { rows[1].status, rows[2].status })
-        assert.is_true(rows[1].elapsed >= 1.1)
-        emu:config{ durations = { install = 0.6 } }
+        assert.is_true(rows[1].elapsed >= 1.7)
+        emu:config{ durations = { install = 1.2 } }
       end)
 
       it("batch install: every row ok, each app installed once", function()
