@@ -63,7 +63,6 @@ local core = require "koophone.core"
 local ratelimit = require "koophone.ratelimit"
 
 local M = {}
-local DEBUG = os.getenv("KOOPHONE_BATCH_DEBUG")
 
 local limits = validate.limits
 local bad = errors.validation
@@ -518,16 +517,6 @@ local function execute(client, op, ids, items, chunks, opts, jr)
       st.active = still
       if over then expire_all("still running when the batch timeout came") end
       progress(false)
-      if DEBUG and now - (st.dbg or 0) > 1 then
-        st.dbg = now
-        io.stderr:write(("[batch] t=%.2f inflight=%d submitting=%d active=%d pending=%d/%d\n"):format(
-          now - started, st.inflight, st.submitting, #st.active, next_pending, #pending))
-        for _, i in ipairs(st.active) do
-          local t = chunks[i].task
-          io.stderr:write(("  task %s due=%.2f query=%s wait=%s running=%d\n"):format(t.id, t:due() - now,
-            tostring(t.query and coroutine.status(t.query)), tostring(t.wait_on and t.wait_on[1]), t.running))
-        end
-      end
       if next_pending > #pending and #st.active == 0 and st.submitting == 0 then break end
       -- 3. sleep until something may need us
       local wake = now + 0.25
