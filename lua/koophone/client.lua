@@ -239,8 +239,11 @@ function Client:__tostring()
   return ("koophone.client (%s)"):format(self.endpoint)
 end
 
--- A call to the KooPhone API: checks the envelope, returns `data`.
-function Client:_koophone(method, path, body, opts)
+-- A call to the KooPhone API: checks the envelope, returns `data`. The
+-- error code may be spelt `errorCode` (docs/vendor.md), or, on
+-- ListInstances (SDK `InstanceBatchQueryRspData`), sit inside `data`.
+-- `shape` "none": the reply has no data (reboot).
+function Client:_koophone(method, path, body, opts, shape)
   local res, err = self.transport:request {
     method = method, url = self.endpoint .. path, json = body,
     request_id = opts and opts.request_id, timeout = opts and opts.timeout,
@@ -248,20 +251,23 @@ function Client:_koophone(method, path, body, opts)
   if not res then return nil, err end
   local b = res.body
   local code, msg = b.error_code, b.error_msg
-  if code == nil then code, msg = b.errorCode, b.errorMsg end -- the other spelling (docs/vendor.md)
+  if code == nil then code, msg = b.errorCode, b.errorMsg end
+  if rows.success_code(code) and type(b.data) == "table" and not rows.success_code(b.data.error_code) then
+    code, msg = b.data.error_code, b.data.error_msg
+  end
   if not rows.success_code(code) then
     return nil, errors.new { kind = "vendor", http_status = res.status, code = errors.text(code),
                              message = rows.text(msg), request_id = res.request_id,
                              attempts = res.attempts }
   end
-  if type(b.data) ~= "table" then
+  if shape ~= "none" and type(b.data) ~= "table" then
     -- valid JSON but the wrong shape: a query is read again (a read is
     -- harmless), a command may have run
     return nil, errors.new { kind = "decode", http_status = res.status, request_id = res.request_id,
                              message = "reply has no 'data' object", attempts = res.attempts,
                              retryable = method == "GET", maybe_executed = method ~= "GET" }
   end
-  return b.data, res
+  return b.data or {}, res
 end
 
 -- A call to the CPH API (no envelope).

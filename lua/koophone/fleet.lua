@@ -81,29 +81,6 @@ local H = {}
 -- @type Client
 local Client = {}
 
--- A KooPhone call: the envelope's error code at the top or, for
--- ListInstances (SDK `InstanceBatchQueryRspData`), inside `data`.
--- `shape` "none": the reply has no data (reboot).
-local function kp_call(self, method, path, body, opts, shape)
-  local res, err = self.transport:request {
-    method = method, url = self.endpoint .. path, json = body,
-    request_id = opts and opts.request_id, timeout = opts and opts.timeout,
-  }
-  if not res then return nil, err end
-  local b = res.body
-  local code, msg = b.error_code, b.error_msg
-  if rows.success_code(code) and type(b.data) == "table" and not rows.success_code(b.data.error_code) then
-    code, msg = b.data.error_code, b.data.error_msg
-  end
-  if not rows.success_code(code) then
-    return nil, errors.new { kind = "vendor", http_status = res.status, code = errors.text(code),
-                             message = rows.text(msg), request_id = res.request_id, attempts = res.attempts }
-  end
-  if shape ~= "none" and type(b.data) ~= "table" then
-    return nil, H.decode_fail(res, "reply has no 'data' object")
-  end
-  return b.data or {}, res
-end
 
 local function instance_ids(self, ids, opts)
   local ok, err = validate.ids("instance_ids", ids, self.max_ids)
@@ -123,7 +100,7 @@ end
 function Client:reboot(ids, opts)
   local ok, err = instance_ids(self, ids, opts)
   if not ok then return fail(err) end
-  local data, res = kp_call(self, "POST", "/v1/instances/reboot", { instance_ids = ids }, opts, "none")
+  local data, res = self:_koophone("POST", "/v1/instances/reboot", { instance_ids = ids }, opts, "none")
   if not data then return fail(res) end
   local out = {}
   for i, id in ipairs(ids) do
@@ -144,7 +121,7 @@ end
 function Client:reset(ids, opts)
   local ok, err = instance_ids(self, ids, opts)
   if not ok then return fail(err) end
-  local data, res = kp_call(self, "POST", "/v1/instances/batch-reset", { instance_ids = ids }, opts)
+  local data, res = self:_koophone("POST", "/v1/instances/batch-reset", { instance_ids = ids }, opts)
   if not data then return fail(res) end
   local task, terr = self:_task_from_jobs("reset", ids, data, res)
   if not task then return fail(terr) end
@@ -161,7 +138,7 @@ end
 function Client:backup(ids, opts)
   local ok, err = instance_ids(self, ids, opts)
   if not ok then return fail(err) end
-  local data, res = kp_call(self, "POST", "/v1/instances/backup", { instance_ids = ids }, opts)
+  local data, res = self:_koophone("POST", "/v1/instances/backup", { instance_ids = ids }, opts)
   if not data then return fail(res) end
   local task, terr = self:_task_from_jobs("backup", ids, data, res)
   if not task then return fail(terr) end
@@ -181,7 +158,7 @@ end
 function Client:instance_status(ids, opts)
   local ok, err = instance_ids(self, ids, opts)
   if not ok then return fail(err) end
-  local data, res = kp_call(self, "POST", "/v1/instances/batch-query-status", { instance_ids = ids }, opts)
+  local data, res = self:_koophone("POST", "/v1/instances/batch-query-status", { instance_ids = ids }, opts)
   if not data then return fail(res) end
   if type(data.status_results) ~= "table" then
     return fail(H.decode_fail(res, "reply has no 'status_results' list"))
@@ -365,7 +342,7 @@ function Client:_instance_pager(filter)
     local rid = filter and filter.request_id or self.engine:uuid()
     local path = ("/v1/instances/batch-query?x-request-id=%s&page_no=%d&page_size=%d%s%s"):format(
       rid, page, size, query ~= "" and "&" or "", query)
-    local data, res = kp_call(self, "GET", path, nil, { request_id = rid, timeout = filter and filter.timeout })
+    local data, res = self:_koophone("GET", path, nil, { request_id = rid, timeout = filter and filter.timeout })
     if not data then return nil, res end
     local list = item_list(data.result)
     if not list then return nil, H.decode_fail(res, "reply has no 'result' list") end
@@ -399,7 +376,7 @@ local function apps_pager(self, instance_id, size, opts, totals)
   local extra = opts.app_type and ("&app_type=" .. APP_TYPES[opts.app_type]) or ""
   return pager(function(page)
     local path = ("/v1/instances/%s/app-list?page_no=%d&page_size=%d%s"):format(instance_id, page, size, extra)
-    local data, res = kp_call(self, "GET", path, nil, opts)
+    local data, res = self:_koophone("GET", path, nil, opts)
     if not data then return nil, res end
     local list = item_list(data.result)
     if not list then return nil, H.decode_fail(res, "reply has no 'result' list") end
