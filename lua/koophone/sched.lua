@@ -103,6 +103,23 @@ function M.host_waiter(adapter, in_host, wait_once)
   return adapter
 end
 
+--- What a host loop watches for an engine: its one pollable descriptor
+-- (the engine's epoll set) where it has one, else each socket curl watches.
+-- @param engine
+-- @treturn table `fd -> "r" | "w" | "rw"`
+function M.descriptors(engine)
+  local set = {}
+  local one = engine.fd and engine:fd()
+  if one then
+    set[one] = "r"
+  else
+    local r, w = engine:fds()
+    for _, fd in ipairs(w) do set[fd] = "w" end
+    for _, fd in ipairs(r) do set[fd] = set[fd] and "rw" or "r" end
+  end
+  return set
+end
+
 --- The default waiter (block in `engine:wait`), for adapters to fall back on
 -- where their host cannot yield.
 M.blocking = blocking

@@ -42,17 +42,7 @@ function Fd.timeout() return nil end
 -- polls the engine's sockets once (up to `cap` seconds)
 local function poll_once(engine, cap)
   local objs, n = {}, 0
-  local both = {}
-  -- one descriptor for the whole engine (its epoll set) where there is
-  -- one; else each socket curl watches
-  local one = engine.fd and engine:fd()
-  if one then
-    both[one] = "r"
-  else
-    local r, w = engine:fds()
-    for _, fd in ipairs(w) do both[fd] = "w" end
-    for _, fd in ipairs(r) do both[fd] = both[fd] and "rw" or "r" end
-  end
+  local both = require("koophone.sched").descriptors(engine)
   for fd, ev in pairs(both) do
     n = n + 1
     objs[n] = setmetatable({ fd = fd, ev = ev }, Fd)

@@ -48,18 +48,7 @@ local function wait_once(engine, cap)
     end
     resume(co)
   end
-  -- one descriptor for the whole engine (its epoll set) where there is
-  -- one; else each socket curl watches
-  local ev = {}
-  local one = engine.fd and engine:fd()
-  if one then
-    ev[one] = "r"
-  else
-    local r, w = engine:fds()
-    for _, fd in ipairs(w) do ev[fd] = "w" end
-    for _, fd in ipairs(r) do ev[fd] = ev[fd] and "rw" or "r" end
-  end
-  for fd, e in pairs(ev) do
+  for fd, e in pairs(require("koophone.sched").descriptors(engine)) do
     local p = uv.new_socket_poll(fd)
     if p then
       n = n + 1
