@@ -284,7 +284,11 @@ end
 -- Collects a pager into a list (`total` = the vendor's count).
 local function collect(iter, totals)
   local out = {}
-  for item, msg, err in iter do
+  -- a plain loop, not `for ... in`: Lua 5.1 cannot yield (a wait inside a
+  -- koophone.spawn coroutine) from a generic for's iterator
+  while true do
+    local item, msg, err = iter()
+    if item == nil then break end
     if not item then return nil, msg, err end
     out[#out + 1] = item
   end
@@ -317,6 +321,9 @@ end
 --     end
 --
 -- When a page fails the iterator returns `false, message, err` once, then ends.
+-- On Lua 5.1 (not LuaJIT), inside a `koophone.spawn` coroutine, call the
+-- iterator in a `while` loop instead of `for ... in`: 5.1 cannot yield
+-- from a generic for's iterator.
 -- @tparam[opt] table filter `instance_id`, `instance_name` (substring),
 --   `query_start_time`, `query_end_time` ("YYYY-MM-DD HH:MM:SS", UTC),
 --   `pool_scene_tag` ("CLOUD_PHONE"/"CLOUD_APP"), `pool_name`, `order`
