@@ -585,17 +585,9 @@ end)
 -- message, err` when a page failed. Returns the number written, or dies.
 local function stream_records(ctx, iter, columns)
   local n = 0
-  local function plain(r)
-    local o = {}
-    for k, v in pairs(r) do
-      local t = type(v)
-      if t == "string" or t == "number" or t == "boolean" then o[k] = v end
-    end
-    return o
-  end
-  local function cell(v, w)
-    local text = v == nil and "" or tostring(v):gsub("[%c]+", " ")
-    if #text > w then text = text:sub(1, w - 3) .. "..." end
+  local plain = report_mod.plain
+  local function cell(v, w) -- padded to its column
+    local text = report_mod.cell(v, w)
     return text .. string.rep(" ", w - #text)
   end
   if ctx.format == "json" then ctx:out("[")

@@ -155,6 +155,10 @@ function Report:retry_failed(client, opts)
   return new
 end
 
+--- A row with its plain values only (strings, numbers, booleans): what
+-- JSON output shows.
+-- @tparam table row
+-- @treturn table
 local function plain(row)
   local out = {}
   for k, v in pairs(row) do
@@ -163,6 +167,7 @@ local function plain(row)
   end
   return out
 end
+M.plain = plain
 
 --- The report as JSON: `{"summary": {...}, "rows": [...]}`.
 -- @treturn string
@@ -206,12 +211,18 @@ function Report:to_csv(columns)
   return table.concat(lines, "\r\n") .. "\r\n"
 end
 
+--- One cell of a text table: control characters as spaces, cut to
+-- `width` with "..." (not padded).
+-- @param v
+-- @tparam integer width
+-- @treturn string
 local function cell(v, width)
   if v == nil then return "" end
   local s = tostring(v):gsub("[%c]+", " ")
   if #s > width then s = s:sub(1, width - 3) .. "..." end
   return s
 end
+M.cell = cell
 
 --- The rows as a human-readable text table (long cells are cut).
 -- @tparam[opt] {table,...} list rows to show (default every row)

@@ -13,6 +13,22 @@ local M = {}
 
 local function bad(field) return 400, util.err("CPS.0004", "Parameter: " .. field .. " is invalid.") end
 
+-- offset (>= 0, default 0) and limit (1..max, default 100) of a list
+-- query; nil and the bad field's name when one is not a number in range
+local function paging(args, max)
+  local offset, limit = 0, 100
+  if args.offset ~= nil then
+    if type(args.offset) ~= "string" or not find(args.offset, "^%d+$") then return nil, nil, "offset" end
+    offset = tonumber(args.offset)
+  end
+  if args.limit ~= nil then
+    if type(args.limit) ~= "string" or not find(args.limit, "^%d+$") then return nil, nil, "limit" end
+    limit = tonumber(args.limit)
+    if limit < 1 or limit > max then return nil, nil, "limit" end
+  end
+  return offset, limit
+end
+
 -- batch-restart and batch-reset share body, checks and reply; kind is the
 -- execution counted ("restart" | "reset") and the phone's state change
 local function batch(cfg, kind, dur_name)
@@ -112,16 +128,8 @@ function M.jobs(cfg)
   else
     return bad("request_id")
   end
-  local offset, limit = 0, 100
-  if args.offset ~= nil then
-    if type(args.offset) ~= "string" or not find(args.offset, "^%d+$") then return bad("offset") end
-    offset = tonumber(args.offset)
-  end
-  if args.limit ~= nil then
-    if type(args.limit) ~= "string" or not find(args.limit, "^%d+$") then return bad("limit") end
-    limit = tonumber(args.limit)
-    if limit < 1 or limit > 100 then return bad("limit") end
-  end
+  local offset, limit, field = paging(args, 100)
+  if not offset then return bad(field) end
   local ids = {}
   for _, r in ipairs(list) do
     local s = J:get("R:" .. r)
@@ -190,16 +198,8 @@ local PHONE_STATUSES = { ["1"] = true, ["2"] = true, ["3"] = true, ["4"] = true,
 -- -> {request_id, phones, count}; offset >= 0 (0), limit 1..200 (100).
 function M.phones(cfg)
   local args = ngx.req.get_uri_args(100)
-  local offset, limit = 0, 100
-  if args.offset ~= nil then
-    if type(args.offset) ~= "string" or not find(args.offset, "^%d+$") then return bad("offset") end
-    offset = tonumber(args.offset)
-  end
-  if args.limit ~= nil then
-    if type(args.limit) ~= "string" or not find(args.limit, "^%d+$") then return bad("limit") end
-    limit = tonumber(args.limit)
-    if limit < 1 or limit > 200 then return bad("limit") end
-  end
+  local offset, limit, field = paging(args, 200)
+  if not offset then return bad(field) end
   for _, k in ipairs { "phone_name", "server_id" } do
     if args[k] ~= nil and (type(args[k]) ~= "string" or #args[k] > 65) then return bad(k) end
   end
