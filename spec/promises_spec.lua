@@ -2,7 +2,7 @@
 -- ways that promise broke once, each named after what is guaranteed now.
 local koophone = require "koophone"
 local core = require "koophone.core"
-local sched = require "koophone.sched"
+local loop = require "koophone.loop"
 local batch = require "koophone.batch"
 local journal = require "koophone.journal"
 local emulator = require "spec.support.emulator"
@@ -185,10 +185,10 @@ describe("IAM renewal", function()
       domain = "emulator-domain", project_id = emu.project_id, endpoint = emu.url }, endpoint = emu.url })
     c.auth.renew_timeout = 1
     -- a coroutine starts the renewal and is never resumed again
-    local owner = coroutine.create(function() return c.auth:renew() end)
-    sched.manage(owner)
-    assert(coroutine.resume(owner))
-    assert.equal("suspended", coroutine.status(owner))
+    local owner = loop.new()
+    local co = owner:spawn(function() return c.auth:renew() end)
+    owner:step()
+    assert.equal("suspended", coroutine.status(co))
     assert.truthy(c.auth.renewing)
     local t0 = core.now()
     local rows, msg, err = c:sync_command("echo a", { "kp000001" })

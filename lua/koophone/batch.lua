@@ -54,6 +54,7 @@
 -- `koophone.spawn` coroutine (it yields between steps).
 -- @module koophone.batch
 local sched = require "koophone.sched"
+local loop = require "koophone.loop"
 local rows_mod = require "koophone.rows"
 local errors = require "koophone.errors"
 local validate = require "koophone.validate"
@@ -322,29 +323,42 @@ local function detach_limiter(client, lim)
   if tr.limiter_batches <= 0 then tr.limiter, tr.limiter_batches = nil, nil end
 end
 
-local function counts_of(list, c)
+-- Adds the finished rows of `list` to the counts `c`.
+local function count_rows(list, c, sign)
   for _, row in ipairs(list) do
     local s = row.status
     if s ~= "running" then
-      c.done = c.done + 1
-      c[s] = (c[s] or 0) + 1
+      c.done = c.done + sign
+      c[s] = (c[s] or 0) + sign
     end
   end
 end
 
--- Runs the runner to its end: blocking from plain code; from inside a
--- coroutine, one pass at a time with a yield (or a short sleep) between.
-local function drive(runner, engine)
-  local co, main = coroutine.running() -- Lua 5.1/LuaJIT: nil in the main thread
-  if co == nil or main then
-    runner:run()
-  else
-    while not runner:run(0) do sched.sleep(engine, 0.005) end
+-- The batch's coroutines: on the caller's loop when the batch runs inside
+-- one (it parks until they end), else on a loop of its own, run to its end
+-- from wherever the caller is (blocking, or yielding to its host).
+local function run_group(start)
+  local l, inside = loop.current(), true
+  if not l then l, inside = loop.new(), false end
+  local live, all_done = 0, loop.latch()
+  local function spawn(fn, ...)
+    live = live + 1
+    l:spawn(function(...)
+      fn(...)
+      live = live - 1
+      if live == 0 then all_done.signal() end
+    end, ...)
   end
+  start(spawn)
+  if live == 0 then return end
+  if inside then all_done.wait() else sched.finish(l) end
 end
 
 -- Runs prepared chunks to the end and builds the report (used by every
--- entry point, resume included).
+-- entry point, resume included): `concurrency` workers take chunks from
+-- one queue and submit them; each task submitted is followed by its own
+-- coroutine (query, sleep, query); every request, submit or status query,
+-- holds one of `concurrency` slots while it is in flight.
 local function execute(client, op, ids, items, chunks, opts, jr)
   local engine = client.engine
   local _, id_field = kind_info(client, op.kind)
@@ -356,42 +370,109 @@ local function execute(client, op, ids, items, chunks, opts, jr)
   local on_progress = opts.on_progress
   local stats = client.transport and client.transport.stats
   local requests0 = stats and stats.requests or 0
-  local total = #ids
-  local st = { inflight = 0, active = {}, submitting = 0, requeued = 0 }
   local throttled0 = stats and stats.throttled or 0
+  local total = #ids
   local limiter = attach_limiter(client, opts)
-  local pending = {}
+  local slots = loop.semaphore(conc)
+  local st = { requeued = 0 }
+  local pending, next_pending = {}, 1
   for i, c in ipairs(chunks) do
     if not c.rows and not c.task then pending[#pending + 1] = i end
   end
-  local next_pending = 1
+  -- counts of the rows of finished chunks, kept as they finish
+  local counted = { done = 0, ok = 0, failed = 0, error = 0, timeout = 0 }
+  local following = {} -- chunk index -> task, while followed
   -- token bucket for submits
   local rate, burst = opts.rate, opts.burst or 1
   local tokens, refilled = burst, started
 
+  local function progress(force)
+    if not on_progress then return end
+    local t = sched.now()
+    if not force and st.last_progress and t - st.last_progress < interval then return end
+    st.last_progress = t
+    local c = { total = total }
+    for k, v in pairs(counted) do c[k] = v end
+    for _, task in pairs(following) do count_rows(task:results(), c, 1) end
+    local el = t - started
+    c.elapsed = el
+    c.rate = el > 0 and c.done / el or 0
+    c.eta = (c.rate > 0 and c.done < total) and (total - c.done) / c.rate or (c.done >= total and 0 or nil)
+    c.throttled = stats and (stats.throttled or 0) - throttled0 or 0
+    c.send_rate = limiter and limiter:current()
+    on_progress(c)
+  end
+
   local function finish_chunk(i, list, final)
-    local c = chunks[i]
-    c.rows, c.task = list, nil
+    chunks[i].rows, chunks[i].task, chunks[i].initial = list, nil, nil
+    following[i] = nil
+    count_rows(list, counted, 1)
     if jr and final then jr:write { type = "rows", chunk = i, rows = list } end
+    progress(false)
   end
 
-  local function start_task(i, task, initial)
+  -- follows chunk i's task to its end, the batch's timeout or task_timeout
+  local function follow(i, task)
+    following[i] = task
     local c = chunks[i]
-    c.task, c.initial = task, initial
-    c.task_started = sched.now()
-    st.active[#st.active + 1] = i
+    local limit = sched.now() + task_timeout
+    local by_batch = deadline and deadline < limit
+    task:_follow(by_batch and deadline or limit, task_timeout, nil, slots)
+    local list = task_rows(task, ids, c.first, c.last, id_field, c.initial)
+    if task.expired then
+      -- expired: not final, a resume may learn more
+      if by_batch then
+        for _, row in ipairs(list) do
+          if row.status == "timeout" then row.message = "still running when the batch timeout came" end
+        end
+      end
+      return finish_chunk(i, list, false)
+    end
+    finish_chunk(i, list, true)
   end
 
-  local function submit_chunk(i)
+  -- waits for a token of the submit rate, if there is one
+  local function take_token()
+    while rate do
+      local t = sched.now()
+      tokens = math.min(burst, tokens + (t - refilled) * rate)
+      refilled = t
+      if tokens >= 1 then
+        tokens = tokens - 1
+        return
+      end
+      sched.sleep(engine, (1 - tokens) / rate)
+    end
+  end
+
+  -- why a chunk is not sent, if it is not
+  local function held_back()
+    if deadline and sched.now() >= deadline then
+      return errors.new { kind = "timeout", message = "not submitted: the batch timeout came first" }
+    end
+    local a = st.abort
+    if a then
+      return errors.new { kind = a.kind, http_status = a.http_status, code = a.code,
+                          message = "not submitted: an earlier request was refused: " .. tostring(a.message) }
+    end
+  end
+
+  local function submit_chunk(spawn, i)
     local c = chunks[i]
+    take_token()
+    slots:acquire()
+    local why = held_back()
+    if why then
+      slots:release()
+      return finish_chunk(i, error_rows(ids, c.first, c.last, id_field, why, { chunk = i }), false)
+    end
     local chunk_ids = {}
     for k = c.first, c.last do chunk_ids[#chunk_ids + 1] = ids[k] end
     if jr then jr:write { type = "submit", chunk = i } end
     local call_opts = {}
     if deadline then call_opts.timeout = math.max(0.001, deadline - sched.now()) end
     local r, task, err = submit(client, op, chunk_ids, items, call_opts)
-    st.inflight = st.inflight - 1
-    st.submitting = st.submitting - 1
+    slots:release()
     if r or task then
       st.accepted = true
     elseif opts.stop_on_auth_failure and not st.accepted and not st.abort and type(err) == "table"
@@ -407,8 +488,9 @@ local function execute(client, op, ids, items, chunks, opts, jr)
         if row and not row.job_id and row.status == "failed" then initial[id] = row end
       end
       if jr then jr:write { type = "task", chunk = i, task = task:describe(), initial = initial } end
-      start_task(i, task, initial)
-    elseif not_run(err) and (c.requeued or 0) < M.MAX_REQUEUE and not (deadline and sched.now() >= deadline) then
+      c.initial = initial
+      spawn(follow, i, task)
+    elseif not_run(err) and (c.requeued or 0) < M.MAX_REQUEUE and not held_back() then
       -- throttled: it never ran; submit it again (the limiter paces it)
       c.requeued = (c.requeued or 0) + 1
       st.requeued = st.requeued + 1
@@ -418,125 +500,27 @@ local function execute(client, op, ids, items, chunks, opts, jr)
     end
   end
 
-  local function progress(force)
-    if not on_progress then return end
-    local t = sched.now()
-    if not force and st.last_progress and t - st.last_progress < interval then return end
-    st.last_progress = t
-    local c = { done = 0, total = total, ok = 0, failed = 0, error = 0, timeout = 0 }
-    for _, ch in ipairs(chunks) do
-      if ch.rows then counts_of(ch.rows, c)
-      elseif ch.task then counts_of(ch.task:results(), c) end
-    end
-    local el = t - started
-    c.elapsed = el
-    c.rate = el > 0 and c.done / el or 0
-    c.eta = (c.rate > 0 and c.done < total) and (total - c.done) / c.rate or (c.done >= total and 0 or nil)
-    c.throttled = stats and (stats.throttled or 0) - throttled0 or 0
-    c.send_rate = limiter and limiter:current()
-    on_progress(c)
-  end
-
-  -- adopt tasks already attached (resume)
-  for i, c in ipairs(chunks) do
-    if c.task then
-      c.task_started = sched.now()
-      st.active[#st.active + 1] = i
-    end
-  end
-
-  local function expire_all(reason)
-    for _, i in ipairs(st.active) do
-      local c = chunks[i]
-      if c.task:querying() then st.inflight = st.inflight - 1 end
-      c.task:expire()
-      local list = task_rows(c.task, ids, c.first, c.last, id_field, c.initial)
-      for _, row in ipairs(list) do
-        if row.status == "timeout" then row.message = reason end
-      end
-      finish_chunk(i, list, false) -- not final: a resume may learn more
-    end
-    st.active = {}
-  end
-
-  local function controller()
-    while true do
-      local now = sched.now()
-      local over = deadline and now >= deadline
-      -- 1. new submits
-      if (over or st.abort) and next_pending <= #pending then
-        local a = st.abort
-        local why = over and errors.new { kind = "timeout", message = "not submitted: the batch timeout came first" }
-          or errors.new { kind = a.kind, http_status = a.http_status, code = a.code,
-                          message = "not submitted: an earlier request was refused: " .. tostring(a.message) }
-        for k = next_pending, #pending do
-          local i = pending[k]
-          local c = chunks[i]
-          finish_chunk(i, error_rows(ids, c.first, c.last, id_field, why, { chunk = i }), false)
-        end
-        next_pending = #pending + 1
-      end
-      while next_pending <= #pending and st.inflight < conc do
-        if rate then
-          tokens = math.min(burst, tokens + (now - refilled) * rate)
-          refilled = now
-          if tokens < 1 then break end
-          tokens = tokens - 1
-        end
-        local i = pending[next_pending]
-        next_pending = next_pending + 1
-        st.inflight = st.inflight + 1
-        st.submitting = st.submitting + 1
-        st.runner:spawn(submit_chunk, i)
-      end
-      -- 2. status queries, every task that is due, in this one pass
-      local still = {}
-      for _, i in ipairs(st.active) do
+  local function worker(spawn)
+    while next_pending <= #pending do
+      local i = pending[next_pending]
+      next_pending = next_pending + 1
+      local why = held_back()
+      if why then
         local c = chunks[i]
-        local task = c.task
-        local had = task:querying()
-        if had then
-          task:poll()
-          if not task:querying() then st.inflight = st.inflight - 1 end
-        elseif task:due() <= now and st.inflight < conc then
-          task:poll()
-          if task:querying() then st.inflight = st.inflight + 1 end
-        end
-        if task.finished then
-          local list = task_rows(task, ids, c.first, c.last, id_field, c.initial)
-          finish_chunk(i, list, true)
-        elseif now - c.task_started >= task_timeout then
-          if task:querying() then st.inflight = st.inflight - 1 end
-          task:expire()
-          local list = task_rows(task, ids, c.first, c.last, id_field, c.initial)
-          finish_chunk(i, list, false)
-        else
-          still[#still + 1] = i
-        end
+        finish_chunk(i, error_rows(ids, c.first, c.last, id_field, why, { chunk = i }), false)
+      else
+        submit_chunk(spawn, i)
       end
-      st.active = still
-      if over then expire_all("still running when the batch timeout came") end
-      progress(false)
-      if next_pending > #pending and #st.active == 0 and st.submitting == 0 then break end
-      -- 3. sleep until something may need us
-      local wake = now + 0.25
-      if st.inflight > 0 then wake = now + 0.01 end
-      for _, i in ipairs(st.active) do
-        local d = chunks[i].task:due()
-        if d < wake then wake = d end
-      end
-      if rate and next_pending <= #pending and tokens < 1 then
-        wake = math.min(wake, now + (1 - tokens) / rate)
-      end
-      if deadline then wake = math.min(wake, deadline) end
-      if on_progress then wake = math.min(wake, (st.last_progress or now) + interval) end
-      sched.sleep(engine, math.max(0.002, wake - sched.now()))
     end
   end
 
-  st.runner = sched.runner()
-  st.runner:spawn(controller)
-  drive(st.runner, engine)
+  run_group(function(spawn)
+    -- tasks already attached (resume) are followed again
+    for i, c in ipairs(chunks) do
+      if c.task then spawn(follow, i, c.task) end
+    end
+    for _ = 1, math.min(conc, #pending) do spawn(worker, spawn) end
+  end)
   detach_limiter(client, limiter)
 
   local out = {}

@@ -13,6 +13,7 @@ local rows = require "koophone.rows"
 local Task = require "koophone.task"
 local auth = require "koophone.auth"
 local ratelimit = require "koophone.ratelimit"
+local loop = require "koophone.loop"
 
 local M = {}
 M.VERSION = "0.1.0"
@@ -247,6 +248,7 @@ function Client:_koophone(method, path, body, opts, shape)
   local res, err = self.transport:request {
     method = method, url = self.endpoint .. path, json = body,
     request_id = opts and opts.request_id, timeout = opts and opts.timeout,
+    deadline = opts and opts.timeout and core.now() + opts.timeout,
   }
   if not res then return nil, err end
   local b = res.body
@@ -286,6 +288,7 @@ function Client:_cph(method, path, body, opts)
   local res, err = self.transport:request {
     method = method, url = self.cph_endpoint .. "/v1/" .. self.project_id .. path, json = body,
     request_id = opts and opts.request_id, timeout = opts and opts.timeout,
+    deadline = opts and opts.timeout and core.now() + opts.timeout,
   }
   if not res then return nil, err end
   return res.body, res
@@ -637,8 +640,7 @@ end
 -- @treturn integer
 function Client:step()
   if self.closed then return 0 end
-  local running = self.engine:perform()
-  return running
+  return loop.drive(self.engine) or 0
 end
 
 --- Frees the client's engine (cancelling transfers in flight) unless it was

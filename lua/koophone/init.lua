@@ -7,11 +7,11 @@
 -- See README.md for a tour; each module documents its part:
 -- `koophone.client` (endpoints), `koophone.fleet` (list, status, reboot,
 -- reset, backup, apps, CPH phones), `koophone.task` (polling),
--- `koophone.batch` (whole fleets), `koophone.sched` (waiting),
+-- `koophone.batch` (whole fleets), `koophone.loop` and `koophone.sched` (waiting),
 -- `koophone.errors` (the error shape), `koophone.rows` (the result shape).
 -- @module koophone
 local client = require "koophone.client"
-local sched = require "koophone.sched"
+local loop = require "koophone.loop"
 local core = require "koophone.core"
 local errors = require "koophone.errors"
 local validate = require "koophone.validate"
@@ -56,28 +56,36 @@ function M.engine(opts)
   return core.engine(opts)
 end
 
-local default_runner
-
---- Runs `fn(...)` as a coroutine under the default scheduler: inside it,
--- every wait of koophone yields, so many calls and tasks wait at once in one
--- thread. Nothing runs until `koophone.run()`.
+--- Runs `fn(...)` as a coroutine of the default loop (`koophone.loop`):
+-- inside it, every wait of koophone yields, so many calls and tasks wait
+-- at once in one thread. Nothing runs until `koophone.run()` (or
+-- `koophone.step()`).
 -- @tparam function fn
 -- @return the coroutine
 function M.spawn(fn, ...)
-  default_runner = default_runner or sched.runner()
-  return default_runner:spawn(fn, ...)
+  return loop.default():spawn(fn, ...)
 end
 
---- Runs every spawned coroutine to its end (raises if one raised).
+--- Runs every spawned coroutine to its end (raises if one raised),
+-- sleeping in the engines' poll between events.
 -- @tparam[opt] number timeout seconds; returns false when it ran out
 -- @treturn boolean
 function M.run(timeout)
-  if not default_runner then return true end
-  local r = default_runner
-  local ok, res = pcall(r.run, r, timeout)
-  if r.count == 0 or not ok then default_runner = nil end
-  if not ok then error(res, 0) end
+  local l = loop.default()
+  local ok, res = pcall(l.run, l, timeout)
+  if not ok then
+    loop.forget_default() -- as before: a failed run leaves nothing behind
+    error(res, 0)
+  end
   return res
+end
+
+--- One pass of the default loop that never blocks, for a game's frame
+-- loop: resumes every spawned coroutine whose request finished or whose
+-- time came.
+-- @treturn integer spawned coroutines still alive
+function M.step()
+  return loop.default():step()
 end
 
 --- Seconds on a monotonic clock.

@@ -23,14 +23,13 @@
 -- restart tasks with one ListJobs call by request id (paged).
 -- @module koophone.task
 local sched = require "koophone.sched"
+local loop = require "koophone.loop"
 local rows = require "koophone.rows"
 local errors = require "koophone.errors"
 local validate = require "koophone.validate"
 
 local Task = {}
 Task.__index = Task
-
-local WAIT = sched.WAIT
 
 --- Task kinds whose id is a CPH request id, followed with ListJobs.
 Task.CPH_KINDS = { restart = true, phone_reset = true }
@@ -127,30 +126,28 @@ function Task:counts()
   return c
 end
 
--- Applies one query's jobs; returns how many finished in it.
+-- Applies one query's jobs; returns how many finished in it. Each job's
+-- row was built once, by the query; here it only learns whose it is.
 function Task:_apply(jobs)
   if self.discover then self:_discover(jobs) end
   local changed = 0
-  local extra_key = CPH_KINDS[self.kind] and "request_id" or "task_id"
-  local now = sched.now()
+  local cph = CPH_KINDS[self.kind]
+  local elapsed = sched.now() - self.started
   for _, j in ipairs(jobs) do
     local id = self.jobs[j.job_id]
     local row = id and self.rows[id]
     if row and row.status == "running" then
-      local status = rows.status(j.vendor_status)
-      if status ~= "running" then
-        local new = rows.from_item(id, self.id_field, {
-          status = j.vendor_status, execute_msg = j.output, error_code = j.code,
-          error_msg = j.message, job_id = j.job_id }, { [extra_key] = self.id, request_id = self.request_id })
-        if new.status == "error" and j.vendor_status == nil then new.message = "job has no status" end
-        new.elapsed = now - self.started
-        new.polls = self.polls
-        self.rows[id] = new
+      if j.status ~= "running" then
+        j.id, j[self.id_field] = id, id
+        if cph then j.request_id = self.id else j.task_id, j.request_id = self.id, self.request_id end
+        if j.status == "error" and j.vendor_status == nil then j.message = "job has no status" end
+        j.elapsed, j.polls = elapsed, self.polls
+        self.rows[id] = j
         self.running = self.running - 1
         changed = changed + 1
       else
         -- still 0 (not run yet) or 1 (running): say which
-        row.vendor_status = tonumber(j.vendor_status) or row.vendor_status
+        row.vendor_status = j.vendor_status or row.vendor_status
       end
     end
   end
@@ -158,25 +155,21 @@ function Task:_apply(jobs)
   return changed
 end
 
--- One status query (runs inside the task's own managed coroutine).
-function Task:_query()
+-- One status query, given at most `timeout` seconds.
+function Task:_query(timeout)
   local c = self.client
   local list, _, err
   if CPH_KINDS[self.kind] then
-    list, _, err = c:jobs { request_id = self.id }
+    list, _, err = c:jobs { request_id = self.id, timeout = timeout }
   else
-    list, _, err = c:query_task(self.id)
+    list, _, err = c:query_task(self.id, { timeout = timeout })
   end
   return list, err
 end
 
--- Called when a query coroutine ends.
-function Task:_query_done(ok, jobs, err)
-  self.query, self.wait_on = nil, nil
+-- What one query learnt; schedules the next one.
+function Task:_query_done(jobs, err)
   self.polls = self.polls + 1
-  if not ok then -- a bug in our code: surface it, loudly
-    error(jobs, 0)
-  end
   if jobs then
     self.last_error = nil
     if self:_apply(jobs) > 0 then self.progressed = true end
@@ -210,40 +203,34 @@ function Task:_fail_running(err)
   self.progressed = true
 end
 
--- Resumes the query coroutine if what it waits for has happened.
-function Task:_step_query()
-  local w = self.wait_on
-  if w then
-    if w[1] == "req" and not w[2]:done() then return end
-    if w[1] == "until" and sched.now() < w[2] then return end
-  end
-  local ok, marker, kind, arg = coroutine.resume(self.query)
-  if not ok then return self:_query_done(false, marker) end
-  if coroutine.status(self.query) == "dead" then
-    return self:_query_done(true, marker, kind) -- the function's returns: jobs, err
-  end
-  if marker == WAIT then self.wait_on = { kind, arg } else self.wait_on = nil end
+local function closed_error()
+  return errors.new { kind = "closed", message = "the client was closed while the task ran", maybe_executed = true }
 end
 
---- Advances the task without blocking.
+--- Advances the task without blocking, for a frame loop: starts a status
+-- query when one is due (on a private `koophone.loop` stepped here) and
+-- picks up its answer once it has arrived.
 -- @treturn boolean done (no job is running any more)
 -- @treturn {table,...} rows so far (every id once)
 function Task:poll()
   if self.finished then return true, self:results() end
   if self.client.closed then
     -- nothing can be learnt any more: the running jobs end as errors
-    self:_fail_running(errors.new { kind = "closed", message = "the client was closed while the task ran",
-                                   maybe_executed = true })
+    self:_fail_running(closed_error())
     return true, self:results()
   end
-  self.client.engine:perform()
-  if self.query then
-    self:_step_query()
-  elseif sched.now() >= self.next_due then
-    self.query = coroutine.create(function() return self:_query() end)
-    sched.manage(self.query)
-    self:_step_query()
+  if not self.poller and sched.now() >= self.next_due then
+    local l = loop.new()
+    self.poller = l
+    l:spawn(function()
+      local jobs, err = self:_query()
+      if self.poller == l then -- not expired meanwhile
+        self.poller = nil
+        self:_query_done(jobs, err)
+      end
+    end)
   end
+  if self.poller then self.poller:step() end
   return self.finished, self:results()
 end
 
@@ -260,34 +247,9 @@ function Task:expire()
       self.running = self.running - 1
     end
   end
-  if self.query then
-    if self.wait_on and self.wait_on[1] == "req" then self.wait_on[2]:cancel() end
-    self.query, self.wait_on = nil, nil
-  end
-  self.finished = true
+  self.poller = nil -- a query poll() started is forgotten
+  self.finished, self.expired = true, true
   return self:results()
-end
-
---- True while a status query of this task is in flight (it holds one of
--- a batch's request slots).
--- @treturn boolean
-function Task:querying()
-  return self.query ~= nil
-end
-
---- The earliest time (on `sched.now()`) the task needs attention, and the
--- request it waits on, if any.
--- @treturn number
--- @return request or nil
-function Task:due()
-  if self.finished then return 0 end
-  if self.query then
-    local w = self.wait_on
-    if w and w[1] == "req" then return math.huge, w[2] end
-    if w and w[1] == "until" then return w[2] end
-    return 0
-  end
-  return self.next_due
 end
 
 local WAIT_OPTIONS = validate.set { "timeout", "interval", "max_interval", "ratio", "on_progress" }
@@ -329,23 +291,18 @@ function Task:wait(opts)
   if opts.max_interval then self.max_interval = opts.max_interval end
   if opts.ratio then self.ratio = opts.ratio end
   local timeout = opts.timeout or self.client.task_timeout
-  local deadline = sched.now() + timeout
+  return self:_follow(sched.now() + timeout, timeout, opts.on_progress)
+end
+
+-- Query, sleep, query: until no job runs or `deadline`. `gate` (a
+-- `koophone.loop` semaphore) is held for each query: a batch's request slots.
+function Task:_follow(deadline, timeout, on_progress, gate)
   local engine = self.client.engine
-  local on_progress = opts.on_progress
   local total = #self.order
-  while true do
-    local done = self:poll()
-    if self.progressed and on_progress then
-      self.progressed = false
-      on_progress(total - self.running, total, self)
-    end
-    if done then
-      if self.last_error and not self.last_error.retryable then
-        local e = self.last_error
-        return errors.fail(errors.new { kind = e.kind, http_status = e.http_status, code = e.code,
-                                        message = e.message, request_id = e.request_id, rows = self:results() })
-      end
-      return self:results()
+  while not self.finished do
+    if self.client.closed then
+      self:_fail_running(closed_error())
+      break
     end
     local t = sched.now()
     if t >= deadline then
@@ -353,15 +310,27 @@ function Task:wait(opts)
       return errors.fail(errors.new { kind = "timeout", rows = rs, task_id = self.id,
         message = ("task %s: jobs still running after %gs"):format(self.id, timeout) })
     end
-    local at, req = self:due()
-    if req then
-      -- bounded by the wait's own deadline: a stalled status query must not
-      -- hold the caller past `timeout` (expire() then cancels it)
-      sched.await(engine, req, deadline)
-    elseif at > t then
-      sched.sleep(engine, math.min(at, deadline) - t)
+    if t < self.next_due then
+      sched.sleep(engine, math.min(self.next_due, deadline) - t)
+    else
+      if gate then gate:acquire() end
+      -- bounded by the wait's own deadline: a stalled status query must
+      -- not hold the caller past `timeout`
+      local jobs, err = self:_query(math.max(0.001, deadline - t))
+      if gate then gate:release() end
+      if not self.finished then self:_query_done(jobs, err) end
+      if self.progressed and on_progress then
+        self.progressed = false
+        on_progress(total - self.running, total, self)
+      end
     end
   end
+  if self.last_error and not self.last_error.retryable then
+    local e = self.last_error
+    return errors.fail(errors.new { kind = e.kind, http_status = e.http_status, code = e.code,
+                                    message = e.message, request_id = e.request_id, rows = self:results() })
+  end
+  return self:results()
 end
 
 --- What a journal needs to follow this task again after a restart.

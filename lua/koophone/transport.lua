@@ -263,6 +263,10 @@ function Transport:request(spec)
     c.url, c.method = spec.url, method
     if body then c.body = body else c.json = spec.json end
     c.timeout = spec.timeout and math.floor(spec.timeout * 1000) or self.timeout_ms
+    if spec.deadline then -- no attempt outlives the call's deadline
+      local left = math.floor((spec.deadline - sched.now()) * 1000)
+      if left < c.timeout then c.timeout = math.max(1, left) end
+    end
     local sent_at = sched.now()
     local submitted, req = pcall(self.engine.submit, self.engine, c)
     c.json, c.body = nil, nil

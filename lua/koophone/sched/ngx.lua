@@ -1,10 +1,15 @@
 --- OpenResty / ngx_lua: koophone waits that never block the nginx worker.
 --
 -- koophone's transfers run on libcurl's own sockets (not cosockets), so
--- nginx cannot wake us when they are ready. Instead, every wait calls the
--- non-blocking `engine:perform()` and then `ngx.sleep`s a little (1 ms at
--- first, growing to `max_step` while requests are in flight, never past
--- `engine:timeout()`), which hands the worker back to nginx between polls.
+-- nginx cannot watch them for us. Instead each worker runs one *driver*:
+-- an `ngx.timer` that drives the engines (`koophone.loop.drive_all`),
+-- steps the loops of batches started in handlers, and sleeps on the
+-- engines' timeout — at most `max_step` while transfers are in flight,
+-- `idle_step` otherwise — then again. Waiting handlers do not poll: each
+-- parks on an `ngx.semaphore` that the driver posts when its request
+-- finishes, so a handler wakes once per request, and a plain
+-- `sched.sleep` is one `ngx.sleep`. The driver stops when nobody waits
+-- and starts again at the next wait.
 --
 --     -- in init_worker_by_lua_block (or lazily, once per worker):
 --     require("koophone.sched.ngx").install()
@@ -15,17 +20,25 @@
 --
 -- In phases where ngx_lua cannot yield (init_by_lua, init_worker_by_lua,
 -- set_by_lua, header/body filters, log) waits fall back to blocking in
--- `engine:wait()`; keep koophone calls in content/access/rewrite handlers
--- and `ngx.timer.at` callbacks. Valid Lua 5.1 / LuaJIT.
+-- the engine's poll; keep koophone calls in content/access/rewrite
+-- handlers and `ngx.timer.at` callbacks. Valid Lua 5.1 / LuaJIT.
 -- @module koophone.sched.ngx
+local loop = require "koophone.loop"
+
 local M = {}
 
---- The first sleep of a wait, seconds.
-M.min_step = 0.001
---- The longest sleep while requests are in flight, seconds.
+--- The longest sleep of the driver while requests are in flight, seconds.
 M.max_step = 0.004
---- The longest sleep when nothing is in flight (a plain `sched.sleep`).
+--- The longest sleep of the driver when nothing is in flight.
 M.idle_step = 0.05
+
+--- Wake-ups counted since the worker started (or since `reset_stats`):
+-- `driver` (the driver's sleeps that ended) and `handlers` (parked
+-- handlers and handler sleeps that ended). They say what waiting costs.
+M.stats = { driver = 0, handlers = 0 }
+
+--- Sets the wake-up counters back to zero.
+function M.reset_stats() M.stats.driver, M.stats.handlers = 0, 0 end
 
 -- phases in which ngx.sleep may be called (it yields the request's coroutine)
 local YIELDABLE = {
@@ -48,60 +61,125 @@ local function now()
   return require("koophone.core").now()
 end
 
--- the next pause: `step`, capped by curl's own timer and by the time left
--- (at least 1 ms: nginx timers have millisecond resolution, and Debian's
--- nginx lacks the "delayed events" patch that makes ngx.sleep(0) cheap)
-local function pause(engine, step, left)
-  local s = step
-  local t = engine:timeout()
-  if t >= 0 and t / 1000 < s then s = t / 1000 end
-  if left and left < s then s = left end
+-- the longest a parked handler waits without a deadline (it wakes, sees
+-- nothing, parks again)
+local FOREVER = 3600
+
+-- ------------------------------------------------------------ the driver
+-- One per worker (module state is per worker: each nginx worker is its
+-- own Lua VM).
+local semaphore
+local driver = { running = false, parked = 0, loops = {}, bell = nil, sleeping = false }
+
+local function new_semaphore()
+  semaphore = semaphore or require "ngx.semaphore"
+  return assert(semaphore.new(0))
+end
+
+-- the driver's pause: curl's timer, the hosted loops' timers, the step
+local function pause(running)
+  local s = running > 0 and M.max_step or M.idle_step
+  local t = loop.engines_timeout()
+  if t and t / 1000 < s then s = t / 1000 end
+  for l in pairs(driver.loops) do
+    local w = l:next_wake()
+    if w and w < s then s = w end
+  end
+  -- nginx timers have millisecond resolution, and Debian's nginx lacks the
+  -- "delayed events" patch that makes a 0 s sleep cheap
   if s < 0.001 then s = 0.001 end
-  rawget(_G, "ngx").sleep(s)
+  return s
 end
 
---- Waits until `req:done()`, polling with `ngx.sleep` in between.
-function M.await(engine, req, deadline)
-  if not can_yield() then
-    return require("koophone.sched").blocking.await(engine, req, deadline)
-  end
-  local step = M.min_step
+local function run_driver(premature)
+  if premature then driver.running = false return end
   while true do
-    engine:perform()
-    if req:done() then return end
-    local left = deadline and deadline - now()
-    if left and left <= 0 then return end
-    pause(engine, step, left)
-    step = step * 2
-    if step > M.max_step then step = M.max_step end
-  end
-end
-
---- Waits `seconds` while the engine keeps every transfer moving.
-function M.sleep(engine, seconds)
-  local deadline = now() + seconds
-  if not can_yield() then
-    return require("koophone.sched").blocking.sleep(engine, seconds)
-  end
-  local step = M.min_step
-  while true do
-    local running = engine:perform()
-    local left = deadline - now()
-    if left <= 0 then return end
-    if running > 0 then
-      pause(engine, step, left)
-      step = step * 2
-      if step > M.max_step then step = M.max_step end
-    else
-      -- nothing in flight: nothing to drive; sleep in larger slices (a
-      -- request submitted meanwhile by this worker is driven by its waiter)
-      pause(engine, M.idle_step, left)
-      step = M.min_step
+    local ok, running = pcall(loop.drive_all)
+    if not ok then
+      rawget(_G, "ngx").log(rawget(_G, "ngx").ERR, "koophone driver: ", running)
+      running = 0
     end
+    for l, bell in pairs(driver.loops) do
+      local stepped, alive = pcall(l.step, l)
+      if not stepped or alive == 0 then
+        driver.loops[l] = nil
+        l.failure = not stepped and alive or nil
+        bell:post(1)
+      end
+    end
+    if running == 0 and driver.parked == 0 and next(driver.loops) == nil then break end
+    M.stats.driver = M.stats.driver + 1
+    driver.sleeping = true
+    driver.bell:wait(pause(running)) -- a new wait rings it: its reply is picked up at once
+    driver.sleeping = false
+  end
+  driver.running = false
+end
+
+-- starts the driver, or wakes it from an idle sleep
+local function kick()
+  if driver.running then
+    if driver.sleeping and driver.bell:count() <= 0 then driver.bell:post(1) end
+    return
+  end
+  driver.bell = driver.bell or new_semaphore()
+  driver.running = true
+  local ok, err = rawget(_G, "ngx").timer.at(0, run_driver)
+  if not ok then
+    driver.running = false
+    error("koophone: cannot start the OpenResty driver (ngx.timer.at: " .. tostring(err) .. ")", 0)
   end
 end
 
---- Makes every koophone wait outside managed coroutines use this adapter.
+-- ------------------------------------------------------------- waiting
+
+local function post(token) token.sema:post(1) end
+
+--- Waits until `req:done()` (or `deadline`), parked on a semaphore that
+-- the worker's driver posts.
+function M.await(engine, req, deadline)
+  if not can_yield() then return loop.block(engine, req, deadline) end
+  if req:done() then return end
+  local token = { sema = new_semaphore(), wake = post }
+  loop.watch(engine, req, token)
+  driver.parked = driver.parked + 1
+  local ok, err = pcall(kick)
+  while ok and not req:done() do
+    local left = deadline and deadline - now() or FOREVER
+    if left <= 0 then break end
+    token.sema:wait(left)
+    M.stats.handlers = M.stats.handlers + 1
+    if not deadline and not req:done() and not driver.running then pcall(kick) end
+  end
+  token.fired = true -- a late wake-up finds nobody
+  driver.parked = driver.parked - 1
+  if not ok then error(err, 0) end
+end
+
+--- Waits `seconds`: one `ngx.sleep` (the driver keeps every transfer
+-- moving meanwhile).
+function M.sleep(engine, seconds)
+  if not can_yield() then return loop.block_sleep(engine, seconds) end
+  rawget(_G, "ngx").sleep(seconds < 0.001 and 0.001 or seconds)
+  M.stats.handlers = M.stats.handlers + 1
+end
+
+--- Runs the loop `l` (a batch's) to its end: the driver steps it, and the
+-- handler parks until it is over.
+function M.finish(l)
+  if not can_yield() then return l:run() end
+  local bell = new_semaphore()
+  driver.loops[l] = bell
+  kick()
+  while driver.loops[l] do
+    bell:wait(FOREVER)
+    M.stats.handlers = M.stats.handlers + 1
+  end
+  if l.failure then error(l.failure, 0) end
+  return true
+end
+
+--- Makes every koophone wait outside a loop's coroutines use this adapter.
 -- @treturn table the adapter
 function M.install()
   require("koophone.sched").set_waiter(M)
