@@ -114,10 +114,16 @@ int kp_request_open(lua_State *L);
 /* json.c: a private lua-cjson instance kept in a table at `slot` */
 void kp_json_new(lua_State *L);          /* pushes a private cjson instance */
 int kp_json_decode(lua_State *L, int cjson_idx, const char *s, size_t n);
+/* the fast path alone: 1 and the value pushed, or 0 and nothing pushed */
+int kp_json_decode_fast(lua_State *L, const char *s, size_t n);
+int kp_json_open(lua_State *L);           /* sets "json_decode" */
 int kp_json_encode(lua_State *L, int cjson_idx, int value_idx);
 
 /* ids.c */
 int kp_ids_open(lua_State *L);
+
+/* rows.c */
+int kp_rows_open(lua_State *L);          /* sets "item_rows" */
 
 /* files.c */
 int kp_files_open(lua_State *L);

@@ -431,6 +431,10 @@ static void build_response(lua_State *L, kp_request *r) {
   set_num(L, "connect_time", r->connect_time);
   if (r->response.len == 0) return;
   if (r->decode) {
+    if (kp_json_decode_fast(L, r->response.data, r->response.len)) {
+      lua_setfield(L, -2, "body");
+      return;
+    }
     kp_getuservalue(L, 1);
     lua_rawgeti(L, -1, SLOT_ENGINE);
     kp_engine_push_json(L, lua_gettop(L));
