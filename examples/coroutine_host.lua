@@ -2,8 +2,8 @@
 -- slot, a scripted NPC...): the script is a coroutine resumed once per
 -- frame, and must give the frame back quickly. koophone calls inside it go
 -- through `frames(fn, ...)`: fn runs as a koophone-managed coroutine whose
--- waits yield to a runner, and the runner is stepped once per frame with
--- run(0) -- so a koophone call "takes" several frames but never blocks one.
+-- waits yield to a private koophone.loop, stepped once per frame with
+-- loop:step() -- so a koophone call "takes" several frames but never blocks one.
 --   KOOPHONE_TOKEN=... [KOOPHONE_ENDPOINT=...] lua5.4 examples/coroutine_host.lua [n]
 local koophone = require "koophone"
 local sched = require "koophone.sched"
@@ -12,7 +12,7 @@ local batch = require "koophone.batch"
 local n = tonumber(arg and arg[1]) or 1000
 
 -- ---- script side: knows koophone, only ever coroutine.yield()s to the host
--- (koophone.sched.frames: koophone's waits yield to a private scheduler
+-- (koophone.sched.frames: koophone's waits yield to a private loop
 -- stepped once per frame)
 local frames = sched.frames
 

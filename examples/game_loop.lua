@@ -4,18 +4,18 @@
 -- of each frame waits in the engine (so transfers move while we "vsync").
 --   KOOPHONE_TOKEN=... [KOOPHONE_ENDPOINT=...] lua5.4 examples/game_loop.lua [n]
 local koophone = require "koophone"
-local sched = require "koophone.sched"
+local loop = require "koophone.loop"
 
 local client = assert(koophone.new())
 local n = tonumber(arg and arg[1]) or 1000
 local FRAME = 1 / 60
 
--- submits: 100 ids per async-command, run as coroutines of a runner that the
--- frame loop steps with run(0) (one pass, never blocks)
-local runner = sched.runner()
+-- submits: 100 ids per async-command, run as coroutines of a loop that the
+-- frame loop steps once per frame (loop:step() never blocks)
+local submits = loop.new()
 local tasks = {}
 for first = 0, n - 1, 100 do
-  runner:spawn(function()
+  submits:spawn(function()
     local ids = {}
     for i = first, math.min(n, first + 100) - 1 do ids[#ids + 1] = ("kp%06d"):format(i) end
     local task = assert(client:async_command("echo frame", ids))
@@ -30,7 +30,7 @@ while true do
   local t0 = koophone.now()
   -- update: everything here is non-blocking
   client:step()                             -- advance every transfer
-  if not submitted then submitted = runner:run(0) end
+  if not submitted then submitted = submits:step() == 0 end
   done_ids, ok = 0, 0
   local all = submitted
   for _, task in ipairs(tasks) do

@@ -85,7 +85,6 @@ struct kp_engine {
   kp_request *inflight;            /* doubly linked list */
   int n_inflight;
   kp_request *done_head, *done_tail; /* finished, not yet reported */
-  lua_Integer completed;           /* transfers finished, ever */
   long long timer_due;             /* monotonic us of curl's timer; -1 none */
   kp_poller poller;
   CURL **pool;                     /* reset easy handles ready for reuse */

@@ -157,7 +157,6 @@ static void collect(kp_engine *e) {
     kp_engine_unlist(e, r);
     kp_request_finish(r, m->data.result); /* state becomes KP_DONE */
     append_done(e, r);
-    e->completed++;
   }
 }
 
@@ -224,7 +223,6 @@ static int engine_new(lua_State *L) {
   e->multi = NULL; e->share = NULL; e->inflight = NULL; e->n_inflight = 0;
   e->done_head = e->done_tail = NULL;
   e->pool = NULL; e->pool_len = 0; e->pool_cap = 0; e->closed = 1;
-  e->completed = 0;
   e->timer_due = -1;
   e->poller.epfd = e->poller.wake_r = e->poller.wake_w = -1;
   e->poller.watches = NULL; e->poller.n_watches = 0; e->poller.buf = NULL; e->poller.cap = 0;
@@ -304,12 +302,12 @@ void kp_engine_forget(lua_State *L, int engine_idx, kp_request *r) {
 /* Pushes the engine's private cjson instance (engine at idx). */
 void kp_engine_push_json(lua_State *L, int idx) { push_slot(L, idx, SLOT_JSON); }
 
-/* engine:perform() -> running, finished, completed
+/* engine:perform() -> running, finished
  * Advances every transfer without blocking (the sockets that are ready
  * now, and curl's timer if due). `finished` lists the requests that ended
- * since the last perform() — here or inside submit() — (nil when none);
- * `completed` counts every transfer ever finished, so a scheduler can tell
- * whether some other caller of perform() took news it was waiting for. */
+ * since the last perform() — here or inside submit() — (nil when none).
+ * Each finished request is reported once: koophone.loop, the one caller,
+ * wakes whoever waits on it. */
 static int engine_perform(lua_State *L) {
   kp_engine *e = kp_check_engine(L, 1);
   kp_request *r;
@@ -318,15 +316,13 @@ static int engine_perform(lua_State *L) {
   lua_pushinteger(L, e->n_inflight);
   if (!e->done_head) {
     lua_pushnil(L);
-    lua_pushinteger(L, e->completed);
-    return 3;
+    return 2;
   }
   for (r = e->done_head; r; r = r->next) n++;
   /* everything that may raise (allocation) first, then unlink */
   lua_createtable(L, n, 0);
   push_slot(L, 1, SLOT_INFLIGHT);
   map = lua_gettop(L);
-  lua_pushinteger(L, e->completed);
   n = 0;
   for (r = e->done_head; r; r = r->next) {
     lua_pushlightuserdata(L, r);
@@ -341,7 +337,7 @@ static int engine_perform(lua_State *L) {
     lua_rawset(L, map);
   }
   lua_remove(L, map);
-  return 3;
+  return 2;
 }
 
 /* Milliseconds until curl's timer is due (0: now, -1: none). */

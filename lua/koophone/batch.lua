@@ -323,17 +323,6 @@ local function detach_limiter(client, lim)
   if tr.limiter_batches <= 0 then tr.limiter, tr.limiter_batches = nil, nil end
 end
 
--- Adds the finished rows of `list` to the counts `c`.
-local function count_rows(list, c, sign)
-  for _, row in ipairs(list) do
-    local s = row.status
-    if s ~= "running" then
-      c.done = c.done + sign
-      c[s] = (c[s] or 0) + sign
-    end
-  end
-end
-
 -- The batch's coroutines: on the caller's loop when the batch runs inside
 -- one (it parks until they end), else on a loop of its own, run to its end
 -- from wherever the caller is (blocking, or yielding to its host).
@@ -380,7 +369,7 @@ local function execute(client, op, ids, items, chunks, opts, jr)
     if not c.rows and not c.task then pending[#pending + 1] = i end
   end
   -- counts of the rows of finished chunks, kept as they finish
-  local counted = { done = 0, ok = 0, failed = 0, error = 0, timeout = 0 }
+  local counted = rows_mod.count {}
   local following = {} -- chunk index -> task, while followed
   -- token bucket for submits
   local rate, burst = opts.rate, opts.burst or 1
@@ -391,9 +380,11 @@ local function execute(client, op, ids, items, chunks, opts, jr)
     local t = sched.now()
     if not force and st.last_progress and t - st.last_progress < interval then return end
     st.last_progress = t
-    local c = { total = total }
+    local c = {}
     for k, v in pairs(counted) do c[k] = v end
-    for _, task in pairs(following) do count_rows(task:results(), c, 1) end
+    for _, task in pairs(following) do rows_mod.count(task:results(), c) end
+    -- rows of tasks still followed count once they are done
+    c.total, c.done, c.running = total, c.total - c.running, nil
     local el = t - started
     c.elapsed = el
     c.rate = el > 0 and c.done / el or 0
@@ -406,7 +397,7 @@ local function execute(client, op, ids, items, chunks, opts, jr)
   local function finish_chunk(i, list, final)
     chunks[i].rows, chunks[i].task, chunks[i].initial = list, nil, nil
     following[i] = nil
-    count_rows(list, counted, 1)
+    rows_mod.count(list, counted)
     if jr and final then jr:write { type = "rows", chunk = i, rows = list } end
     progress(false)
   end

@@ -514,6 +514,16 @@ end
 -- @treturn ?string message on failure (one line)
 -- @treturn ?table err on failure (see `koophone.errors`)
 function Client:query_task(task_id, opts)
+  local jobs, _, err = self:_task_jobs(task_id, opts)
+  if not jobs then return fail(err) end
+  local out, extra = {}, { task_id = task_id }
+  for i, j in ipairs(jobs) do out[i] = rows.from_item(rows.text(j.job_id), "job_id", j, extra) end
+  return out
+end
+
+-- The vendor's job items of a task (each a table with a job id), as they
+-- came: a task builds each row once, when the job ends.
+function Client:_task_jobs(task_id, opts)
   local ok, err = validate.path_id("task_id", task_id)
   if ok then ok, err = check_call_opts(opts) end
   if not ok then return fail(err) end
@@ -522,9 +532,7 @@ function Client:query_task(task_id, opts)
   if type(data.jobs) ~= "table" then return fail(decode_fail(res, "reply has no 'jobs' list", true)) end
   local out = {}
   for _, j in ipairs(data.jobs) do
-    if type(j) == "table" and rows.text(j.job_id) then
-      out[#out + 1] = rows.from_item(rows.text(j.job_id), "job_id", j, { task_id = task_id })
-    end
+    if type(j) == "table" and rows.text(j.job_id) then out[#out + 1] = j end
   end
   return out
 end
@@ -586,7 +594,11 @@ local JOBS_QUERY = validate.set { "request_id", "request_ids", "offset", "limit"
 -- @treturn {table,...}|nil rows, one per job (`id` is the phone id)
 -- @treturn ?string message on failure (one line)
 -- @treturn ?table err on failure (see `koophone.errors`)
-function Client:jobs(q)
+function Client:jobs(q) return self:_list_jobs(q, cph_job_row) end
+
+-- ListJobs, every page, each job given to `map` (a task takes the vendor's
+-- items as they are: it builds each row once, when the job ends).
+function Client:_list_jobs(q, map)
   if type(q) ~= "table" then return fail(errors.validation("query", "must be a table {request_id=...}")) end
   local known, kerr = validate.known_keys("query field", q, JOBS_QUERY)
   if not known then return fail(kerr) end
@@ -620,11 +632,11 @@ function Client:jobs(q)
       if type(j) == "table" then
         local job_key = rows.text(j.job_id)
         if not job_key then
-          out[#out + 1] = cph_job_row(j) -- malformed, kept, but it proves no progress
+          out[#out + 1] = map(j) -- malformed, kept, but it proves no progress
         elseif not seen[job_key] then
           seen[job_key] = true
           fresh = fresh + 1
-          out[#out + 1] = cph_job_row(j)
+          out[#out + 1] = map(j)
         end
       end
     end

@@ -243,9 +243,12 @@ end
 --- Runs many coroutines in one thread over koophone's engines.
 -- @type Loop
 
+-- (`on_ready`, if set, tells a host that steps this loop itself that
+-- there is something to step: OpenResty's adapter rings the handler)
 local function wake_coroutine(token)
-  local ready = token.loop.ready
-  ready[#ready + 1] = token.co
+  local l = token.loop
+  l.ready[#l.ready + 1] = token.co
+  if l.on_ready then l.on_ready() end
 end
 
 --- Adds a coroutine running `fn(...)`; it starts at the next `step()` or `run()`.

@@ -11,6 +11,7 @@
 -- `{total, ok, failed, error, timeout, elapsed, requests}`.
 -- @module koophone.report
 local cjson = require("cjson").new()
+local rows_mod = require "koophone.rows"
 
 local M = {}
 
@@ -21,17 +22,10 @@ M.Report = Report
 
 local STATUSES = { "ok", "failed", "error", "timeout", "running" }
 
---- Counts rows by status.
+--- Counts rows by status (`koophone.rows.count`).
 -- @tparam {table,...} list rows
--- @treturn table `{total, ok, failed, error, timeout, running}`
-function M.count(list)
-  local c = { total = #list, ok = 0, failed = 0, error = 0, timeout = 0, running = 0 }
-  for _, row in ipairs(list) do
-    local s = row.status
-    c[s] = (c[s] or 0) + 1
-  end
-  return c
-end
+-- @treturn table `{total, done, ok, failed, error, timeout, running}`
+M.count = rows_mod.count
 
 --- Builds a report.
 -- @tparam table t `rows` (one per id, in input order), `elapsed`
@@ -44,7 +38,7 @@ function M.new(t)
     rows = t.rows or {}, operation = t.operation, client = t.client, opts = t.opts,
   }, Report)
   local s = M.count(self.rows)
-  s.running = nil
+  s.running, s.done = nil, nil
   s.elapsed = t.elapsed or 0
   s.requests = t.requests or 0
   self.summary = s

@@ -56,7 +56,7 @@ end
 -- @tparam string id the instance or phone
 -- @tparam string id_field "instance_id" or "phone_id"
 -- @tparam table item the vendor's object
--- @tparam[opt] table extra `task_id`, `request_id`, `attempts`, `elapsed`
+-- @tparam[opt] table extra `task_id`, `request_id`, `attempts`, `elapsed`, `polls`
 -- @treturn table row
 function M.from_item(id, id_field, item, extra)
   -- the hot path of every reply: the usual values are tested inline
@@ -76,6 +76,7 @@ function M.from_item(id, id_field, item, extra)
     output = out, code = code, message = msg, job_id = job,
     task_id = extra and extra.task_id, request_id = extra and extra.request_id,
     attempts = extra and extra.attempts, elapsed = extra and extra.elapsed,
+    polls = extra and extra.polls,
   }
   if status == "error" and not msg then
     row.message = "unexpected job status " .. tostring(st)
@@ -96,6 +97,24 @@ function M.from_error(id, id_field, err, extra)
                 attempts = err.attempts, maybe_executed = err.maybe_executed }
   if extra then for k, v in pairs(extra) do if row[k] == nil then row[k] = v end end end
   return row
+end
+
+--- Counts rows by status — the one count behind reports, tasks, batch
+-- progress and the CLI. With `c`, adds to it.
+-- @tparam {table,...} list rows
+-- @tparam[opt] table c counts to add to
+-- @treturn table `{total, done, ok, failed, error, timeout, running}`
+--   (`done`: every row not running)
+function M.count(list, c)
+  c = c or { total = 0, done = 0, ok = 0, failed = 0, error = 0, timeout = 0, running = 0 }
+  local n = #list
+  c.total = c.total + n
+  for i = 1, n do
+    local s = list[i].status
+    c[s] = (c[s] or 0) + 1
+  end
+  c.done = c.total - c.running
+  return c
 end
 
 return M

@@ -91,12 +91,13 @@ function Task:_discover(jobs)
   self.discover = false
   local extra_key = CPH_KINDS[self.kind] and "request_id" or "task_id"
   for _, j in ipairs(jobs) do
-    local id = (CPH_KINDS[self.kind] and j.id) or j.job_id
-    if id and j.job_id and not self.rows[id] then
-      self.jobs[j.job_id] = id
+    local job = rows.text(j.job_id)
+    local id = (CPH_KINDS[self.kind] and rows.text(j.phone_id)) or job
+    if id and job and not self.rows[id] then
+      self.jobs[job] = id
       self.order[#self.order + 1] = id
       self.rows[id] = { id = id, [self.id_field] = id, status = "running", vendor_status = 1,
-                        job_id = j.job_id, [extra_key] = self.id }
+                        job_id = job, [extra_key] = self.id }
       self.running = self.running + 1
     end
   end
@@ -115,39 +116,35 @@ function Task:results()
   return out
 end
 
---- Counts by status: `{ok=, failed=, error=, timeout=, running=, total=}`.
+--- Counts by status: `{ok=, failed=, error=, timeout=, running=, done=, total=}`.
 -- @treturn table
 function Task:counts()
-  local c = { ok = 0, failed = 0, error = 0, timeout = 0, running = 0, total = #self.order }
-  for _, id in ipairs(self.order) do
-    local s = self.rows[id].status
-    c[s] = (c[s] or 0) + 1
-  end
-  return c
+  return rows.count(self:results())
 end
 
--- Applies one query's jobs; returns how many finished in it. Each job's
--- row was built once, by the query; here it only learns whose it is.
+-- Applies one query's jobs (the vendor's items); returns how many finished
+-- in it. A job's row is built once, here, when the job ends.
 function Task:_apply(jobs)
   if self.discover then self:_discover(jobs) end
   local changed = 0
-  local cph = CPH_KINDS[self.kind]
-  local elapsed = sched.now() - self.started
+  local extra = { elapsed = sched.now() - self.started, polls = self.polls }
+  if CPH_KINDS[self.kind] then extra.request_id = self.id
+  else extra.task_id, extra.request_id = self.id, self.request_id end
   for _, j in ipairs(jobs) do
-    local id = self.jobs[j.job_id]
+    local job = rows.text(j.job_id)
+    local id = job and self.jobs[job]
     local row = id and self.rows[id]
     if row and row.status == "running" then
-      if j.status ~= "running" then
-        j.id, j[self.id_field] = id, id
-        if cph then j.request_id = self.id else j.task_id, j.request_id = self.id, self.request_id end
-        if j.status == "error" and j.vendor_status == nil then j.message = "job has no status" end
-        j.elapsed, j.polls = elapsed, self.polls
-        self.rows[id] = j
+      local status, vendor_status = rows.status(j.status)
+      if status ~= "running" then
+        local new = rows.from_item(id, self.id_field, j, extra)
+        if status == "error" and j.status == nil then new.message = "job has no status" end
+        self.rows[id] = new
         self.running = self.running - 1
         changed = changed + 1
       else
         -- still 0 (not run yet) or 1 (running): say which
-        row.vendor_status = j.vendor_status or row.vendor_status
+        row.vendor_status = vendor_status
       end
     end
   end
@@ -160,9 +157,9 @@ function Task:_query(timeout)
   local c = self.client
   local list, _, err
   if CPH_KINDS[self.kind] then
-    list, _, err = c:jobs { request_id = self.id, timeout = timeout }
+    list, _, err = c:_list_jobs({ request_id = self.id, timeout = timeout }, function(j) return j end)
   else
-    list, _, err = c:query_task(self.id, { timeout = timeout })
+    list, _, err = c:_task_jobs(self.id, { timeout = timeout })
   end
   return list, err
 end

@@ -33,6 +33,10 @@ http {
     lua_package_cpath "@REPO@/@BUILD@/?.so;@CJSON@;;";
 
     init_worker_by_lua_block {
+        -- counts every ngx.sleep of the worker (for /wakeups)
+        KP_SLEEPS = 0
+        local sleep = ngx.sleep
+        ngx.sleep = function(s) KP_SLEEPS = KP_SLEEPS + 1 return sleep(s) end
         -- one client (one engine) per worker, created in the worker
         local koophone = require "koophone"
         KP_CLIENT = assert(koophone.new {
@@ -66,6 +70,36 @@ http {
                 local rows, msg = KP_CLIENT:sync_command("", { "kp000001" })
                 ngx.say("call: ", tostring(rows), " ", msg)
                 ngx.say("client: ", tostring(c))
+            }
+        }
+        # one async task to follow (/task?secs=30&n=10 -> its id), handlers
+        # that follow it (/follow?id=...), and the wake-ups they cost
+        # (/wakeups: since the last /wakeups; ngx.sleep calls plus the
+        # adapter's own counts)
+        location = /task {
+            content_by_lua_block {
+                local args = ngx.req.get_uri_args()
+                local ids = {}
+                for i = 1, tonumber(args.n) or 10 do ids[i] = string.format("kp%06d", i) end
+                local task = assert(KP_CLIENT:async_command("sleep " .. (args.secs or 30), ids))
+                ngx.say(task.id)
+            }
+        }
+        location = /follow {
+            content_by_lua_block {
+                local task = assert(KP_CLIENT:task(ngx.var.arg_id))
+                local rows = assert(task:wait { timeout = 120 })
+                ngx.say(#rows, " ", task.polls)
+            }
+        }
+        location = /wakeups {
+            content_by_lua_block {
+                local adapter = require "koophone.sched.ngx"
+                local st = adapter.stats or {}
+                ngx.say(require("cjson").encode { sleeps = KP_SLEEPS, driver = st.driver or 0,
+                                                  handlers = st.handlers or 0 })
+                KP_SLEEPS = 0
+                if adapter.reset_stats then adapter.reset_stats() end
             }
         }
         location = /batch {
@@ -197,6 +231,32 @@ function Host:probe(n, path)
   engine:close()
   engine2:close()
   return samples, res
+end
+
+--- `handlers` requests follow one `secs`-second task at once (each its own
+-- task:wait in its own handler); returns the worker's wake-ups over that
+-- time: `{wakeups=, wall=, per_second=, answers=}` (answers: "rows polls"
+-- lines, one per handler).
+function Host:follow(secs, handlers)
+  local core = require "koophone.core"
+  local id = run("curl -s " .. shq(self.url .. "/task?n=10&secs=" .. secs)):match("%S+")
+  assert(id and id ~= "", "no task id")
+  run("curl -s -o /dev/null " .. shq(self.url .. "/wakeups"))
+  local urls = {}
+  for i = 1, handlers do urls[i] = shq(self.url .. "/follow?id=" .. id .. "&h=" .. i) end
+  local t0 = core.now()
+  local out = run("curl -s --no-progress-meter --parallel --parallel-immediate --parallel-max " .. handlers .. " " ..
+    table.concat(urls, " ") .. " 2>/dev/null")
+  local wall = core.now() - t0
+  local cjson = require "cjson"
+  local w = cjson.decode((run("curl -s " .. shq(self.url .. "/wakeups"))))
+  -- the adapter counts its own (driver, parked and sleeping handlers);
+  -- an adapter without counts polls with ngx.sleep, counted by the host
+  local wakeups = (w.driver + w.handlers > 0) and (w.driver + w.handlers) or w.sleeps
+  local answers = {}
+  for l in out:gmatch("[^\n]+") do answers[#answers + 1] = l end
+  return { wakeups = wakeups, wall = wall, per_second = wakeups / wall, answers = answers,
+           driver = w.driver, handlers = w.handlers, sleeps = w.sleeps }
 end
 
 function M.percentile(samples, p)

@@ -2,13 +2,14 @@
 --
 -- koophone's transfers run on libcurl's own sockets (not cosockets), so
 -- nginx cannot watch them for us. Instead each worker runs one *driver*:
--- an `ngx.timer` that drives the engines (`koophone.loop.drive_all`),
--- steps the loops of batches started in handlers, and sleeps on the
--- engines' timeout — at most `max_step` while transfers are in flight,
+-- an `ngx.timer` that drives the engines (`koophone.loop.drive_all`) and
+-- sleeps on the engines' timeout — at most `max_step` while transfers are in flight,
 -- `idle_step` otherwise — then again. Waiting handlers do not poll: each
 -- parks on an `ngx.semaphore` that the driver posts when its request
 -- finishes, so a handler wakes once per request, and a plain
--- `sched.sleep` is one `ngx.sleep`. The driver stops when nobody waits
+-- `sched.sleep` is one `ngx.sleep`. A batch's loop is stepped by its own
+-- handler, rung when the driver wakes one of its coroutines (ngx_lua
+-- resumes a coroutine only in the request that made it). The driver stops when nobody waits
 -- and starts again at the next wait.
 --
 --     -- in init_worker_by_lua_block (or lazily, once per worker):
@@ -69,22 +70,18 @@ local FOREVER = 3600
 -- One per worker (module state is per worker: each nginx worker is its
 -- own Lua VM).
 local semaphore
-local driver = { running = false, parked = 0, loops = {}, bell = nil, sleeping = false }
+local driver = { running = false, parked = 0, bell = nil, sleeping = false }
 
 local function new_semaphore()
   semaphore = semaphore or require "ngx.semaphore"
   return assert(semaphore.new(0))
 end
 
--- the driver's pause: curl's timer, the hosted loops' timers, the step
+-- the driver's pause: curl's timer, or the step
 local function pause(running)
   local s = running > 0 and M.max_step or M.idle_step
   local t = loop.engines_timeout()
   if t and t / 1000 < s then s = t / 1000 end
-  for l in pairs(driver.loops) do
-    local w = l:next_wake()
-    if w and w < s then s = w end
-  end
   -- nginx timers have millisecond resolution, and Debian's nginx lacks the
   -- "delayed events" patch that makes a 0 s sleep cheap
   if s < 0.001 then s = 0.001 end
@@ -99,15 +96,7 @@ local function run_driver(premature)
       rawget(_G, "ngx").log(rawget(_G, "ngx").ERR, "koophone driver: ", running)
       running = 0
     end
-    for l, bell in pairs(driver.loops) do
-      local stepped, alive = pcall(l.step, l)
-      if not stepped or alive == 0 then
-        driver.loops[l] = nil
-        l.failure = not stepped and alive or nil
-        bell:post(1)
-      end
-    end
-    if running == 0 and driver.parked == 0 and next(driver.loops) == nil then break end
+    if running == 0 and driver.parked == 0 then break end
     M.stats.driver = M.stats.driver + 1
     driver.sleeping = true
     driver.bell:wait(pause(running)) -- a new wait rings it: its reply is picked up at once
@@ -164,18 +153,28 @@ function M.sleep(engine, seconds)
   M.stats.handlers = M.stats.handlers + 1
 end
 
---- Runs the loop `l` (a batch's) to its end: the driver steps it, and the
--- handler parks until it is over.
+--- Runs the loop `l` (a batch's) to its end in the handler: the handler
+-- steps it (ngx_lua resumes a coroutine only in the request that made
+-- it) and parks between steps; the driver's wake-ups of the loop's
+-- coroutines ring the handler.
 function M.finish(l)
   if not can_yield() then return l:run() end
   local bell = new_semaphore()
-  driver.loops[l] = bell
-  kick()
-  while driver.loops[l] do
-    bell:wait(FOREVER)
-    M.stats.handlers = M.stats.handlers + 1
-  end
-  if l.failure then error(l.failure, 0) end
+  l.on_ready = function() if bell:count() <= 0 then bell:post(1) end end
+  driver.parked = driver.parked + 1
+  local ok, err = pcall(function()
+    kick()
+    while l:step() > 0 do
+      local wake = l:next_wake()
+      if not wake or wake > 0 then
+        bell:wait(wake and math.max(wake, 0.001) or FOREVER)
+        M.stats.handlers = M.stats.handlers + 1
+      end
+    end
+  end)
+  l.on_ready = nil
+  driver.parked = driver.parked - 1
+  if not ok then error(err, 0) end
   return true
 end
 
