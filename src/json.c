@@ -303,6 +303,7 @@ static int fast_decode(lua_State *L) {
   lua_settop(L, CACHE_SLOTS + 1); /* slots 2..: the string cache (nil) */
   f.cache_base = 2;
   memset((void *)f.cached, 0, sizeof f.cached);
+  memset(f.cached_len, 0, sizeof f.cached_len);
   if (!fast_value(&f)) return 0;
   fast_ws(&f);
   return f.p == f.end ? 1 : 0;
