@@ -10,7 +10,6 @@
 --   LUA_PATH="lua/?.lua;;" LUA_CPATH="build/lua5.4/?.so;;" lua5.4 bench/rows_check.lua 100000
 local core = require "koophone.core"
 local rows = require "koophone.rows"
-local errors = require "koophone.errors"
 
 local COUNT = tonumber(arg[1]) or 100000
 local SEED = tonumber(arg[2]) or os.time()
@@ -19,25 +18,7 @@ local rnd = math.random
 local null = core.null
 
 -- the Lua path, as Client:sync_command runs it when item_rows gives up
-local function lua_rows(ids, results, res)
-  local by_id = {}
-  for _, item in ipairs(results) do
-    if type(item) == "table" and item.instance_id ~= nil then by_id[tostring(item.instance_id)] = item end
-  end
-  local out = {}
-  local extra = { request_id = res.request_id, attempts = res.attempts, elapsed = res.elapsed }
-  for i, id in ipairs(ids) do
-    local item = by_id[id]
-    if item then
-      out[i] = rows.from_item(id, "instance_id", item, extra)
-    else
-      out[i] = rows.from_error(id, "instance_id", errors.new {
-        kind = "protocol", message = "the reply has no result for this instance",
-        request_id = res.request_id, attempts = res.attempts }, extra)
-    end
-  end
-  return out
-end
+local lua_rows = rows.from_results
 
 local function same(a, b)
   if type(a) ~= type(b) then return false end

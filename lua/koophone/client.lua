@@ -341,24 +341,7 @@ function Client:sync_command(command, ids, opts)
   -- the usual reply (one plain item per id, in order): its rows are built
   -- in C, the same rows as rows.from_item's (nil when any item is not plain)
   local out = item_rows(ids, results, "instance_id", res.request_id, res.attempts, res.elapsed)
-  if not out then
-    local by_id = {}
-    for _, item in ipairs(results) do
-      if type(item) == "table" and item.instance_id ~= nil then by_id[tostring(item.instance_id)] = item end
-    end
-    out = {}
-    local extra = { request_id = res.request_id, attempts = res.attempts, elapsed = res.elapsed }
-    for i, id in ipairs(ids) do
-      local item = by_id[id]
-      if item then
-        out[i] = rows.from_item(id, "instance_id", item, extra)
-      else
-        out[i] = rows.from_error(id, "instance_id", errors.new {
-          kind = "protocol", message = "the reply has no result for this instance",
-          request_id = res.request_id, attempts = res.attempts }, extra)
-      end
-    end
-  end
+  if not out then out = rows.from_results(ids, results, res) end
   out.request_id, out.attempts = res.request_id, res.attempts
   return out
 end

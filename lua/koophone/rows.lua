@@ -84,6 +84,34 @@ function M.from_item(id, id_field, item, extra)
   return row
 end
 
+--- The rows of a reply that answers each id with one item (sync-command's
+-- `cmd_results`), matched by `instance_id`, in the order of `ids`; an id
+-- the reply does not answer gets an "error" row. The general path: the
+-- client tries `core.item_rows` (the usual reply, in C) first.
+-- @tparam {string,...} ids
+-- @tparam table results the reply's items
+-- @tparam table res the response (`request_id`, `attempts`, `elapsed`)
+-- @treturn {table,...} rows
+function M.from_results(ids, results, res)
+  local by_id = {}
+  for _, item in ipairs(results) do
+    if type(item) == "table" and item.instance_id ~= nil then by_id[tostring(item.instance_id)] = item end
+  end
+  local out = {}
+  local extra = { request_id = res.request_id, attempts = res.attempts, elapsed = res.elapsed }
+  for i, id in ipairs(ids) do
+    local item = by_id[id]
+    if item then
+      out[i] = M.from_item(id, "instance_id", item, extra)
+    else
+      out[i] = M.from_error(id, "instance_id", require("koophone.errors").new {
+        kind = "protocol", message = "the reply has no result for this instance",
+        request_id = res.request_id, attempts = res.attempts }, extra)
+    end
+  end
+  return out
+end
+
 --- A row for an id whose outcome is unknown because of `err`.
 -- @tparam string id
 -- @tparam string id_field
