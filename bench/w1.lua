@@ -44,26 +44,8 @@ local URL = trim(sh(("TMPDIR=%s bin/koophone-emulator start --workers 1 --scenar
   :match("[^\n]*")
 if not URL:match("^http://") then error("the emulator did not start: " .. URL) end
 
-local function curl_config(n, rounds)
-  local path = ("%s/curl-%d-%d.cfg"):format(TMP, n, rounds)
-  local f = io.open(path, "w")
-  local k = 0
-  for _ = 1, rounds do
-    for first = 0, n - 1, 32 do
-      local ids = {}
-      for i = first, math.min(first + 32, n) - 1 do ids[#ids + 1] = ('\\"kp%06d\\"'):format(i) end
-      k = k + 1
-      if k > 1 then f:write("next\n") end
-      f:write('url = "', URL, '/v1/instances/sync-command"\n',
-        'header = "X-Auth-Token: emulator-token"\nheader = "Content-Type: application/json"\n',
-        'header = "Accept: application/json"\n', ('header = "x-request-id: curl-%08d"\n'):format(k),
-        'data = "{\\"command\\":\\"getprop ro.build.version.release\\",\\"instance_ids\\":[',
-        table.concat(ids, ","), ']}"\n', 'output = "/dev/null"\n', 'write-out = "%{http_code}\\n"\n')
-    end
-  end
-  f:close()
-  return path
-end
+-- the same curl requests in every W1 figure (bench/curl_w1.lua)
+local function curl_config(n, rounds) return require("bench.curl_w1").config(TMP, URL, n, rounds) end
 
 local function kp_cmd(n, rounds, wrap)
   return ("%s%slua5.4 bench/kp.lua w1 %s n=%d rounds=%d conc=%d"):format(KP_ENV, wrap or "", URL, n, rounds, CONC)
