@@ -135,13 +135,17 @@ function M.engines_timeout()
   return best
 end
 
--- Sleeps `ms` without any engine (every engine closed, a coroutine still
--- sleeps): a private idle engine's poll, no busy loop.
+-- A private engine with nothing to do, to sleep in without any other
+-- engine (every engine closed, a coroutine still sleeps): its poll, no
+-- busy loop.
 local idle_engine
-local function idle_wait(ms)
+--- That idle engine (for hosts that wait on an engine's descriptor).
+-- @return engine
+function M.idle_engine()
   idle_engine = idle_engine or core.engine()
-  idle_engine:wait(ms)
+  return idle_engine
 end
+local function idle_wait(ms) M.idle_engine():wait(ms) end
 
 -- ------------------------------------------------ waits outside any loop
 
@@ -385,7 +389,6 @@ end
 -- ------------------------------------------------- waits inside a loop
 
 --- Inside a loop's coroutine: yields until `req` is done or `deadline`.
--- @return true when the wait was set up (false outside a loop)
 function M.yield_request(engine, req, deadline)
   coroutine.yield(WAIT, "req", req, engine, deadline)
 end
@@ -465,8 +468,5 @@ function M.latch()
   function latch.is_open() return open end
   return latch
 end
-
-M.fire = fire
-M.heap_push, M.heap_pop = heap_push, heap_pop
 
 return M

@@ -75,7 +75,7 @@ function M.host_waiter(adapter, in_host, wait_once)
       local wake = l:next_wake()
       local cap = engine and adapter.max_step or adapter.idle_step
       if wake and wake < cap then cap = wake end
-      if engine then wait_once(engine, cap) elseif cap > 0 then adapter.sleep(core.engine(), cap) end
+      if cap > 0 then wait_once(engine or loop.idle_engine(), cap) end
     end
     return true
   end

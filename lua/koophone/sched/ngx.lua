@@ -138,7 +138,6 @@ function M.await(engine, req, deadline)
     if left <= 0 then break end
     token.sema:wait(left)
     M.stats.handlers = M.stats.handlers + 1
-    if not deadline and not req:done() and not driver.running then pcall(kick) end
   end
   token.fired = true -- a late wake-up finds nobody
   driver.parked = driver.parked - 1
