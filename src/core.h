@@ -122,7 +122,7 @@ int kp_json_encode(lua_State *L, int cjson_idx, int value_idx);
 int kp_ids_open(lua_State *L);
 
 /* rows.c */
-int kp_rows_open(lua_State *L);          /* sets "item_rows" */
+int kp_rows_open(lua_State *L);          /* sets "item_rows", "row" */
 
 /* files.c */
 int kp_files_open(lua_State *L);

@@ -104,10 +104,47 @@ static int item_rows(lua_State *L) {
   return 1;
 }
 
+/* The fields of core.row after id and the id field, in argument order. */
+static const char *const ROW_KEYS[] = {
+  "status", "vendor_status", "output", "code", "message", "job_id",
+  "task_id", "request_id", "attempts", "elapsed", "polls"
+};
+#define ROW_NKEYS ((int)(sizeof ROW_KEYS / sizeof ROW_KEYS[0]))
+
+/* core.row(id, id_field, status, vendor_status, output, code, message,
+ *          job_id, task_id, request_id, attempts, elapsed, polls) -> row
+ * A row holding only the fields given (nil ones are left out), in a table
+ * sized for exactly those: a Lua constructor sizes the table for every
+ * field it names, nil or not, so a row of 8 fields took 16 slots (twice
+ * the memory, at 100,000 rows about 20 MB). */
+static int row_new(lua_State *L) {
+  int k, fields = 2;
+  luaL_checkany(L, 1);
+  luaL_checkstring(L, 2);
+  lua_settop(L, 2 + ROW_NKEYS);
+  for (k = 3; k <= 2 + ROW_NKEYS; k++) if (!lua_isnil(L, k)) fields++;
+  lua_createtable(L, 0, fields);
+  lua_pushvalue(L, 1);
+  lua_setfield(L, -2, "id");
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 1);
+  lua_rawset(L, -3);
+  for (k = 0; k < ROW_NKEYS; k++) {
+    if (lua_isnil(L, 3 + k)) continue;
+    lua_pushvalue(L, lua_upvalueindex(k + 1));
+    lua_pushvalue(L, 3 + k);
+    lua_rawset(L, -3);
+  }
+  return 1;
+}
+
 int kp_rows_open(lua_State *L) {
   int k;
   for (k = 0; k < K_COUNT; k++) lua_pushstring(L, KEYS[k]);
   lua_pushcclosure(L, item_rows, K_COUNT);
   lua_setfield(L, -2, "item_rows");
+  for (k = 0; k < ROW_NKEYS; k++) lua_pushstring(L, ROW_KEYS[k]);
+  lua_pushcclosure(L, row_new, ROW_NKEYS);
+  lua_setfield(L, -2, "row");
   return 0;
 }

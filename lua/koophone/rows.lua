@@ -12,6 +12,9 @@
 -- yet: `vendor_status` 1 (running) or 0 (not run yet: install tasks since
 -- the vendor's SDK 3.1.207 start their jobs at 0; `docs/vendor.md`).
 -- @module koophone.rows
+local core = require "koophone.core"
+
+local new_row = core.row
 local M = {}
 
 --- JSON null and "" become nil; everything else becomes a string.
@@ -31,7 +34,7 @@ end
 -- @treturn boolean
 function M.success_code(code)
   return code == nil or code == "0" or code == 0 or code == "" or
-    (type(code) == "userdata" and code == require("koophone.core").null)
+    (type(code) == "userdata" and code == core.null)
 end
 
 --- Maps the vendor's job status (as number or string): 2 success -> `ok`;
@@ -70,18 +73,14 @@ function M.from_item(id, id_field, item, extra)
   if code == "" then code = nil elseif type(code) ~= "string" then code = M.text(code) end
   if msg == "" then msg = nil elseif type(msg) ~= "string" then msg = M.text(msg) end
   if job == "" then job = nil elseif job ~= nil and type(job) ~= "string" then job = M.text(job) end
-  -- one constructor with every field: the table is sized once
-  local row = {
-    id = id, [id_field] = id, status = status, vendor_status = vendor_status,
-    output = out, code = code, message = msg, job_id = job,
-    task_id = extra and extra.task_id, request_id = extra and extra.request_id,
-    attempts = extra and extra.attempts, elapsed = extra and extra.elapsed,
-    polls = extra and extra.polls,
-  }
-  if status == "error" and not msg then
-    row.message = "unexpected job status " .. tostring(st)
+  if status == "error" and not msg then msg = "unexpected job status " .. tostring(st) end
+  -- sized for the fields present only (a constructor naming all 13 would
+  -- take 16 slots for a row of 8)
+  if extra then
+    return new_row(id, id_field, status, vendor_status, out, code, msg, job, extra.task_id,
+                   extra.request_id, extra.attempts, extra.elapsed, extra.polls)
   end
-  return row
+  return new_row(id, id_field, status, vendor_status, out, code, msg, job)
 end
 
 --- The rows of a reply that answers each id with one item (sync-command's
