@@ -67,7 +67,7 @@ lint: deps
 demo: deps all
 	LUA=$(LUA) bash examples/demo.sh
 
-bench: deps all
+bench: deps all luajit-core
 	$(ENV) $(LUA) bench/run.lua
 
 # The spec suite against a build with AddressSanitizer and UBSan.
