@@ -203,6 +203,7 @@ describe("koophone.core", function()
       for i = 1, 1000 do keep[i] = make(i) end
       local kb = collectgarbage("count") - before
       collectgarbage("restart")
+      assert(#keep == 1000) -- all of them were alive while measured
       return kb
     end
     local rows_kb = kb_of(function() return core.row("kp1", "instance_id", "ok", 2, "x", nil, nil, nil, nil, "r", 1, 0.5) end)
