@@ -51,27 +51,34 @@ typedef struct item {
   int have[F_TEXTS];               /* the text is in its stack slot */
 } item;
 
-/* Which field a key of an item names. */
-static int item_field(const char *k, size_t n) {
-  switch (n) {
-    case 6:
-      if (memcmp(k, "status", 6) == 0) return F_STATUS;
-      if (memcmp(k, "job_id", 6) == 0) return F_JOB_ID;
-      break;
-    case 9:
-      if (memcmp(k, "error_msg", 9) == 0) return F_MESSAGE;
-      break;
-    case 10:
-      if (memcmp(k, "error_code", 10) == 0) return F_CODE;
-      break;
-    case 11:
-      if (memcmp(k, "instance_id", 11) == 0) return F_ID;
-      if (memcmp(k, "execute_msg", 11) == 0) return F_OUTPUT;
-      break;
-    default:
-      break;
+/* 1 when the bytes at p are the key `k` (with its closing quote, n bytes
+ * in all): p is then past them. */
+static int key_is(kp_fast *f, const char *p, const char *k, size_t n) {
+  if ((size_t)(f->end - p) < n || memcmp(p, k, n) != 0) return 0;
+  f->p = p + n;
+  return 1;
+}
+
+/* The key at p (a '"'): which field of an item it names, p past it; or -1
+ * when it is not a plain string (escapes are left to the ordinary path).
+ * The usual keys are matched in place, without a scan first. */
+static int item_key(kp_fast *f) {
+  const char *p = f->p + 1, *k;
+  size_t n;
+  if (p < f->end) {
+    switch (*p) {
+      case 'i': if (key_is(f, p, "instance_id\"", 12)) return F_ID; break;
+      case 's': if (key_is(f, p, "status\"", 7)) return F_STATUS; break;
+      case 'j': if (key_is(f, p, "job_id\"", 7)) return F_JOB_ID; break;
+      case 'e':
+        if (key_is(f, p, "execute_msg\"", 12)) return F_OUTPUT;
+        if (key_is(f, p, "error_code\"", 11)) return F_CODE;
+        if (key_is(f, p, "error_msg\"", 10)) return F_MESSAGE;
+        break;
+      default: break;
+    }
   }
-  return F_OTHER;
+  return kp_fast_plain(f, &k, &n) ? F_OTHER : -1;
 }
 
 /* A status of exactly 2 or -1 (what a plain item holds): the value, and p
@@ -103,13 +110,19 @@ static int text_value(kp_fast *f, int slot) {
   return kp_fast_word(f, "null", 4) ? 0 : -1;
 }
 
-/* The item's instance_id: 1 when it is the id asked for, byte for byte
- * (an id with escapes is left to the ordinary path). */
+/* The item's instance_id: 1 when it is the id asked for, byte for byte,
+ * and p past it (an id with escapes is left to the ordinary path). */
 static int id_value(kp_fast *f, const char *id, size_t id_len) {
-  const char *s;
-  size_t n;
-  if (f->p >= f->end || *f->p != '"' || !kp_fast_plain(f, &s, &n)) return 0;
-  return n == id_len && memcmp(s, id, n) == 0;
+  const char *p = f->p + 1;
+  size_t i;
+  if (f->p >= f->end || *f->p != '"' || (size_t)(f->end - p) <= id_len) return 0;
+  for (i = 0; i < id_len; i++) {
+    unsigned char c = (unsigned char)p[i];
+    if (c != (unsigned char)id[i] || c == '"' || c == '\\' || c < 0x20) return 0;
+  }
+  if (p[id_len] != '"') return 0;
+  f->p = p + id_len + 1;
+  return 1;
 }
 
 /* The value of one key of an item, into `it`: 1, or 0 when not plain.
@@ -143,14 +156,13 @@ static int read_item(kp_fast *f, const char *id, size_t id_len, int texts, item 
   f->p++;
   kp_fast_ws(f);
   for (;;) {
-    const char *k;
-    size_t kn;
-    if (f->p >= f->end || *f->p != '"' || !kp_fast_plain(f, &k, &kn)) return 0;
+    int field;
+    if (f->p >= f->end || *f->p != '"' || (field = item_key(f)) < 0) return 0;
     kp_fast_ws(f);
     if (f->p >= f->end || *f->p != ':') return 0;
     f->p++;
     kp_fast_ws(f);
-    if (!item_value(f, item_field(k, kn), id, id_len, texts, it)) return 0;
+    if (!item_value(f, field, id, id_len, texts, it)) return 0;
     kp_fast_ws(f);
     if (f->p >= f->end) return 0;
     if (*f->p == '}') break;
