@@ -1,13 +1,21 @@
--- bench/rows_check.lua [count] [seed]: core.item_rows (the C rows of
--- Client:sync_command's usual reply) against the Lua path it stands in for
--- (rows.from_item over a by-id map, as in client.lua), differentially, on
--- generated replies: items in order or not, missing, duplicated, of every
--- type; status 2, -1, 2.0, "2", 0, 1, 3, null; text fields as strings, "",
--- null, numbers, booleans, tables; metatables. Where item_rows builds rows
--- they must equal the Lua path's; where it gives up (nil) the Lua path
--- runs. Exit 1 on the first difference.
+-- bench/rows_check.lua [count] [seed]: the C rows of Client:sync_command's
+-- usual reply against the Lua path they stand in for, differentially.
 --
---   LUA_PATH="lua/?.lua;;" LUA_CPATH="build/lua5.4/?.so;;" lua5.4 bench/rows_check.lua 100000
+-- 1. core.item_rows (rows from decoded items) against rows.from_results
+--    (rows.from_item over a by-id map), on generated item lists: items in
+--    order or not, missing, duplicated, of every type; status 2, -1, 2.0,
+--    "2", 0, 1, 3, null; text fields as strings, "", null, numbers,
+--    booleans, tables; metatables. Where item_rows builds rows they must
+--    equal the Lua path's; where it gives up (nil) the Lua path runs.
+-- 2. core.sync_reply (rows built straight from the reply's bytes, as the
+--    engine does for sync-command: src/cmd_rows.c) against cjson's decode
+--    followed by (1), on generated reply bodies: keys in any order,
+--    whitespace, escapes, unicode, duplicate keys, extra keys and items,
+--    missing and reordered items, wrong types, numbers as strings, broken
+--    JSON (bench/sync_replies.lua).
+-- Exit 1 on the first difference.
+--
+--   LUA_PATH="lua/?.lua;./?.lua;;" LUA_CPATH="build/lua5.4/?.so;;" lua5.4 bench/rows_check.lua 100000
 local core = require "koophone.core"
 local rows = require "koophone.rows"
 
@@ -83,5 +91,21 @@ for _ = 1, COUNT do
     gave_up = gave_up + 1
   end
 end
-print(("rows_check: %d replies (seed %d): item_rows built %d, the same as the Lua path each time; gave up on %d")
+print(("rows_check: %d item lists (seed %d): item_rows built %d, the same as the Lua path each time; gave up on %d")
   :format(COUNT, SEED, built, gave_up))
+
+local replies = require "bench.sync_replies"
+local gen = replies.generator(SEED)
+local seen = { rows = 0, items = 0, gave_up = 0 }
+for _ = 1, COUNT do
+  local text, ids, res = gen()
+  local ok, how = pcall(replies.compare, text, ids, res)
+  if not ok then
+    io.stderr:write(("rows_check: difference (seed %d)\n%s\n"):format(SEED, how))
+    os.exit(1)
+  end
+  seen[how] = seen[how] + 1
+end
+print(("rows_check: %d reply bodies (seed %d): rows straight from the bytes %d, the same as cjson + the rows above " ..
+  "each time; items decoded %d, the same as cjson; fast path gave up %d"):format(COUNT, SEED, seen.rows, seen.items,
+  seen.gave_up))

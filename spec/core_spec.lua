@@ -175,6 +175,18 @@ describe("koophone.core", function()
     assert.same({ 2, "char" }, { core.check_ids({ "a", "b c" }, 2, 32) })
     assert.same({ 1, "char" }, { core.check_ids({ "a\0b" }, 1, 32) })
     assert.same({ 3, "duplicate", 1 }, { core.check_ids({ "a", "b", "a" }, 3, 32) })
+    -- the duplicate check, up to 64 ids (a hash on the C stack) and above (a table)
+    for _, n in ipairs { 2, 33, 64, 65, 200 } do
+      local ids = {}
+      for i = 1, n do ids[i] = ("kp%06d"):format(i * 7919 % 1000003) end
+      assert.is_nil(core.check_ids(ids, n, 32))
+      local first = math.floor(n * 3 / 4)
+      ids[n] = ids[first]
+      assert.same({ n, "duplicate", first }, { core.check_ids(ids, n, 32) })
+      ids[n] = ids[first] .. "x"
+      assert.is_nil(core.check_ids(ids, n, 32))
+    end
+    assert.same({ 0, "map" }, { core.check_ids({ "a", "b", x = 1 }, 2, 32) })
   end)
 
   it("builds a result row holding only the fields given, in a table sized for them", function()
@@ -191,6 +203,7 @@ describe("koophone.core", function()
       for i = 1, 1000 do keep[i] = make(i) end
       local kb = collectgarbage("count") - before
       collectgarbage("restart")
+      assert(#keep == 1000) -- all of them were alive while measured
       return kb
     end
     local rows_kb = kb_of(function() return core.row("kp1", "instance_id", "ok", 2, "x", nil, nil, nil, nil, "r", 1, 0.5) end)

@@ -71,6 +71,8 @@ typedef struct kp_request {
   char *date;                      /* the server's Date header (clock skew) */
   int state;
   int decode;                      /* decode the body as JSON */
+  int rows;                        /* a sync-command reply: rows for the
+                                      ids in the user value (cmd_rows.c) */
   CURLcode curl_code;
   long http_status;
   long request_size;               /* bytes of the request sent on the wire */
@@ -117,6 +119,14 @@ int kp_json_decode(lua_State *L, int cjson_idx, const char *s, size_t n);
 int kp_json_decode_fast(lua_State *L, const char *s, size_t n);
 int kp_json_open(lua_State *L);           /* sets "json_decode" */
 int kp_json_encode(lua_State *L, int cjson_idx, int value_idx);
+
+/* cmd_rows.c: a sync-command reply's rows, straight from its bytes */
+void kp_cmd_rows_push_decoder(lua_State *L); /* pushes the decoder */
+/* s decoded with the decoder at `decoder` for the ids at `ids`: 1 with the
+ * body and its rows (or nil) pushed, or 0 and nothing pushed when the fast
+ * path gives up (then decode s as any reply). */
+int kp_cmd_rows_decode(lua_State *L, int decoder, int ids, const char *s, size_t n);
+int kp_cmd_rows_open(lua_State *L);      /* sets "sync_reply", "finish_rows" */
 
 /* ids.c */
 int kp_ids_open(lua_State *L);

@@ -2,7 +2,7 @@
  * host's own cjson settings are neither read nor changed; replies are
  * decoded by a fast path first (below), with cjson as the reference. */
 #include <string.h>
-#include "core.h"
+#include "fast.h"
 
 static void call_setting(lua_State *L, int inst, const char *name, int arg) {
   lua_getfield(L, inst, name);
@@ -49,25 +49,10 @@ void kp_json_new(lua_State *L) {
  * lua-cjson, which stays the reference: whatever the fast path accepts,
  * cjson decodes to the same values (numbers as floats, null as
  * lightuserdata NULL, the last of duplicate keys), and every error message
- * is cjson's. */
+ * is cjson's. The state (kp_fast) is in fast.h: src/cmd_rows.c reads a
+ * sync-command reply's results with these same functions. */
 
-#define FAST_MAX_DEPTH 32         /* cjson's limit is 64: deeper goes to it */
 #define FAST_MAX_DIGITS 15        /* integers exact in a double */
-
-/* Short strings seen in this reply (keys, and values such as "" or "ok"
- * that repeat in every item) are pushed again from a small cache on the
- * stack instead of being hashed and interned once more: the same string. */
-#define CACHE_SLOTS 32
-#define CACHE_MAX_LEN 24
-
-typedef struct fast {
-  lua_State *L;
-  const char *p, *end;
-  int depth;
-  int cache_base;                 /* stack index of cache slot 0 */
-  const char *cached[CACHE_SLOTS]; /* where the slot's string was read */
-  unsigned char cached_len[CACHE_SLOTS];
-} fast;
 
 /* Bytes that end a plain run inside a string: '"', '\\', controls. */
 static const unsigned char STOP[256] = {
@@ -75,14 +60,6 @@ static const unsigned char STOP[256] = {
   0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
   0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0
 };
-
-/* 1: one value pushed; 0: give up (the stack is reset by the caller) */
-static int fast_value(fast *f);
-
-static void fast_ws(fast *f) {
-  if (f->p < f->end && (unsigned char)*f->p > ' ') return; /* the usual case: none */
-  while (f->p < f->end && (*f->p == ' ' || *f->p == '\n' || *f->p == '\r' || *f->p == '\t')) f->p++;
-}
 
 static int hex4(const char *s) {
   int v = 0, i;
@@ -97,7 +74,7 @@ static int hex4(const char *s) {
 }
 
 /* A string with escapes, from `s` (after the quote) */
-static int fast_escaped(fast *f, const char *s) {
+static int fast_escaped(kp_fast *f, const char *s) {
   luaL_Buffer b;
   const char *p = s, *end = f->end;
   luaL_buffinit(f->L, &b);
@@ -143,11 +120,11 @@ static int fast_escaped(fast *f, const char *s) {
   return 0;
 }
 
-static void push_plain(fast *f, const char *s, size_t n) {
+static void push_plain(kp_fast *f, const char *s, size_t n) {
   lua_State *L = f->L;
   unsigned slot;
-  if (n > CACHE_MAX_LEN) { lua_pushlstring(L, s, n); return; }
-  slot = (unsigned)(n * 7 + (n ? (unsigned)(unsigned char)s[0] * 3u + (unsigned char)s[n - 1] : 0u)) % CACHE_SLOTS;
+  if (n > KP_FAST_CACHE_MAX_LEN) { lua_pushlstring(L, s, n); return; }
+  slot = (unsigned)(n * 7 + (n ? (unsigned)(unsigned char)s[0] * 3u + (unsigned char)s[n - 1] : 0u)) % KP_FAST_CACHE_SLOTS;
   if (f->cached[slot] && f->cached_len[slot] == n && memcmp(f->cached[slot], s, n) == 0) {
     lua_pushvalue(L, f->cache_base + (int)slot);
     return;
@@ -159,7 +136,17 @@ static void push_plain(fast *f, const char *s, size_t n) {
   f->cached_len[slot] = (unsigned char)n;
 }
 
-static int fast_string(fast *f) {
+int kp_fast_plain(kp_fast *f, const char **s, size_t *n) {
+  const char *b = f->p + 1, *p = b, *end = f->end;
+  while (p < end && !STOP[(unsigned char)*p]) p++;
+  if (p >= end || *p != '"') return 0;
+  *s = b;
+  *n = (size_t)(p - b);
+  f->p = p + 1;
+  return 1;
+}
+
+int kp_fast_string(kp_fast *f) {
   const char *s = f->p + 1, *p = s, *end = f->end;
   while (p < end && !STOP[(unsigned char)*p]) p++;
   if (p >= end || *p != '"') {
@@ -172,7 +159,7 @@ static int fast_string(fast *f) {
 }
 
 /* -?(0|[1-9][0-9]*), at most 15 digits, not followed by '.', 'e', 'E' */
-static int fast_number(fast *f) {
+static int fast_number(kp_fast *f) {
   const char *p = f->p, *end = f->end, *d;
   double v = 0;
   int neg = 0;
@@ -186,17 +173,40 @@ static int fast_number(fast *f) {
   return 1;
 }
 
-static int fast_word(fast *f, const char *w, size_t n) {
+int kp_fast_word(kp_fast *f, const char *w, size_t n) {
   if ((size_t)(f->end - f->p) < n || memcmp(f->p, w, n) != 0) return 0;
   f->p += n;
   return 1;
 }
 
-static int fast_object(fast *f) {
+/* 1 when the key just pushed is the hook path's key at this depth. */
+static int on_hook_path(kp_fast *f) {
+  const char *want = f->hook_path[f->depth - 1];
+  size_t n, wn = strlen(want);
+  const char *k = lua_tolstring(f->L, -1, &n);
+  return n == wn && memcmp(k, want, n) == 0;
+}
+
+/* The value of a key of an object at this depth: the hook's, when the key
+ * ends the hook path, else decoded (with the path followed inside). */
+static int object_value(kp_fast *f) {
+  int ok;
+  if (!f->hook || f->matched != f->depth - 1 || !on_hook_path(f)) return kp_fast_value(f);
+  if (f->depth == f->hook_keys) {
+    kp_fast_ws(f);
+    return f->hook(f) || kp_fast_value(f);
+  }
+  f->matched++;
+  ok = kp_fast_value(f);
+  f->matched--;
+  return ok;
+}
+
+static int fast_object(kp_fast *f) {
   lua_State *L = f->L;
   int base = lua_gettop(L), n = 0, t, i;
   f->p++;
-  fast_ws(f);
+  kp_fast_ws(f);
   if (f->p < f->end && *f->p == '}') {
     f->p++;
     lua_createtable(L, 0, 0);
@@ -204,18 +214,18 @@ static int fast_object(fast *f) {
   }
   for (;;) {
     if (!lua_checkstack(L, 8)) return 0;
-    if (f->p >= f->end || *f->p != '"' || !fast_string(f)) return 0;
-    fast_ws(f);
+    if (f->p >= f->end || *f->p != '"' || !kp_fast_string(f)) return 0;
+    kp_fast_ws(f);
     if (f->p >= f->end || *f->p != ':') return 0;
     f->p++;
-    if (!fast_value(f)) return 0;
+    if (!object_value(f)) return 0;
     n++;
-    fast_ws(f);
+    kp_fast_ws(f);
     if (f->p >= f->end) return 0;
     if (*f->p == '}') break;
     if (*f->p != ',') return 0;
     f->p++;
-    fast_ws(f);
+    kp_fast_ws(f);
   }
   f->p++;
   /* in order, so that the last of duplicate keys wins, as with cjson */
@@ -231,11 +241,11 @@ static int fast_object(fast *f) {
   return 1;
 }
 
-static int fast_array(fast *f) {
+static int fast_array(kp_fast *f) {
   lua_State *L = f->L;
   int base = lua_gettop(L), n = 0;
   f->p++;
-  fast_ws(f);
+  kp_fast_ws(f);
   if (f->p < f->end && *f->p == ']') {
     f->p++;
     lua_createtable(L, 0, 0);
@@ -243,9 +253,9 @@ static int fast_array(fast *f) {
   }
   for (;;) {
     if (!lua_checkstack(L, 8)) return 0;
-    if (!fast_value(f)) return 0;
+    if (!kp_fast_value(f)) return 0;
     n++;
-    fast_ws(f);
+    kp_fast_ws(f);
     if (f->p >= f->end) return 0;
     if (*f->p == ']') break;
     if (*f->p != ',') return 0;
@@ -258,28 +268,28 @@ static int fast_array(fast *f) {
   return 1;
 }
 
-static int fast_value(fast *f) {
+int kp_fast_value(kp_fast *f) {
   int ok;
-  fast_ws(f);
+  kp_fast_ws(f);
   if (f->p >= f->end) return 0;
   switch (*f->p) {
-    case '"': return fast_string(f);
+    case '"': return kp_fast_string(f);
     case '{':
     case '[':
-      if (++f->depth > FAST_MAX_DEPTH) return 0;
+      if (++f->depth > KP_FAST_MAX_DEPTH) return 0;
       ok = *f->p == '{' ? fast_object(f) : fast_array(f);
       f->depth--;
       return ok;
     case 't':
-      if (!fast_word(f, "true", 4)) return 0;
+      if (!kp_fast_word(f, "true", 4)) return 0;
       lua_pushboolean(f->L, 1);
       return 1;
     case 'f':
-      if (!fast_word(f, "false", 5)) return 0;
+      if (!kp_fast_word(f, "false", 5)) return 0;
       lua_pushboolean(f->L, 0);
       return 1;
     case 'n':
-      if (!fast_word(f, "null", 4)) return 0;
+      if (!kp_fast_word(f, "null", 4)) return 0;
       lua_pushlightuserdata(f->L, NULL); /* cjson.null */
       return 1;
     default:
@@ -288,29 +298,41 @@ static int fast_value(fast *f) {
   }
 }
 
-typedef struct span { const char *s; size_t n; } span;
+int kp_fast_begin(kp_fast *f, lua_State *L, const char *s, size_t n) {
+  int i;
+  if (!lua_checkstack(L, KP_FAST_CACHE_SLOTS + 8)) return 0;
+  f->L = L;
+  f->p = s;
+  f->end = s + n;
+  f->depth = 0;
+  f->cache_base = lua_gettop(L) + 1;
+  for (i = 0; i < KP_FAST_CACHE_SLOTS; i++) lua_pushnil(L);
+  memset((void *)f->cached, 0, sizeof f->cached);
+  memset(f->cached_len, 0, sizeof f->cached_len);
+  f->hook = NULL;
+  f->hook_path = NULL;
+  f->hook_keys = f->matched = 0;
+  f->hook_data = NULL;
+  return 1;
+}
+
+int kp_fast_document(kp_fast *f) {
+  if (!kp_fast_value(f)) return 0;
+  kp_fast_ws(f);
+  return f->p == f->end;
+}
 
 /* Under lua_pcall (a memory error is a decode failure, as with cjson):
  * the decoded value, or nothing when the fast path gives up. */
 static int fast_decode(lua_State *L) {
-  const span *in = (const span *)lua_touserdata(L, 1);
-  fast f;
-  f.L = L;
-  f.p = in->s;
-  f.end = in->s + in->n;
-  f.depth = 0;
-  if (!lua_checkstack(L, CACHE_SLOTS + 8)) return 0;
-  lua_settop(L, CACHE_SLOTS + 1); /* slots 2..: the string cache (nil) */
-  f.cache_base = 2;
-  memset((void *)f.cached, 0, sizeof f.cached);
-  memset(f.cached_len, 0, sizeof f.cached_len);
-  if (!fast_value(&f)) return 0;
-  fast_ws(&f);
-  return f.p == f.end ? 1 : 0;
+  const kp_span *in = (const kp_span *)lua_touserdata(L, 1);
+  kp_fast f;
+  if (!kp_fast_begin(&f, L, in->s, in->n)) return 0;
+  return kp_fast_document(&f);
 }
 
 int kp_json_decode_fast(lua_State *L, const char *s, size_t n) {
-  span in;
+  kp_span in;
   int top = lua_gettop(L);
   in.s = s;
   in.n = n;

@@ -11,6 +11,7 @@
 #define SLOT_ENGINE 1   /* keeps the engine (and its cjson) alive */
 #define SLOT_RESULT 2   /* the response table, built once */
 #define SLOT_ERROR 3    /* or the error table */
+#define SLOT_ROWS 4     /* spec.rows: the ids of a sync-command */
 
 #define DEFAULT_MAX_RESPONSE (16u * 1024u * 1024u)
 
@@ -230,6 +231,21 @@ static void read_spec(lua_State *L, int t, kp_request *r, kp_spec *sp) {
   read_headers(L, t, r, sp->has_body);
 }
 
+/* spec.rows (the ids of a sync-command): kept in the request's user value
+ * until the reply's rows are built from its bytes (src/cmd_rows.c). */
+static void read_rows_ids(lua_State *L, int t, int req, kp_request *r) {
+  lua_getfield(L, t, "rows");
+  if (!lua_isnil(L, -1)) {
+    if (!lua_istable(L, -1)) luaL_error(L, "request field 'rows' must be a list of ids");
+    kp_getuservalue(L, req);
+    lua_pushvalue(L, -2);
+    lua_rawseti(L, -2, SLOT_ROWS);
+    lua_pop(L, 1);
+    r->rows = 1;
+  }
+  lua_pop(L, 1);
+}
+
 /* Sets the easy handle's options from a checked spec. Never raises. */
 static void configure(kp_engine *e, kp_request *r, const kp_spec *sp) {
   CURL *h = r->easy;
@@ -314,7 +330,7 @@ int kp_request_new(lua_State *L) {
   req = lua_gettop(L);
   memset(r, 0, sizeof *r);
   r->state = KP_CLOSED;
-  lua_createtable(L, 3, 0);
+  lua_createtable(L, 4, 0);
   lua_pushvalue(L, 1);
   lua_rawseti(L, -2, SLOT_ENGINE);
   kp_setuservalue(L, req);
@@ -322,6 +338,7 @@ int kp_request_new(lua_State *L) {
   lua_setmetatable(L, req); /* from here __gc frees what r holds */
 
   read_spec(L, 2, r, &sp);  /* may raise: the engine is untouched */
+  read_rows_ids(L, 2, req, r); /* likewise */
   kp_engine_track(L, 1, req, r); /* may raise (memory): map unchanged */
   r->easy = kp_engine_take_easy(e);
   if (!r->easy) {
@@ -419,8 +436,25 @@ static void build_error(lua_State *L, kp_request *r) {
   set_num(L, "time", r->total_time);
 }
 
-static void build_response(lua_State *L, kp_request *r) {
-  lua_createtable(L, 0, 10);
+/* A 2xx reply to a spec with `rows`, decoded with the sync-command rows
+ * decoder (at `decoder`): 1 with res.body (and res.rows when the rows were
+ * built) set, or 0 when the fast path gave up. The response is on top. */
+static int decode_with_rows(lua_State *L, kp_request *r, int decoder) {
+  int res = lua_gettop(L), ok;
+  kp_getuservalue(L, 1);
+  lua_rawgeti(L, -1, SLOT_ROWS);
+  ok = kp_cmd_rows_decode(L, decoder, -1, r->response.data, r->response.len);
+  if (ok) {
+    if (!lua_isnil(L, -1)) lua_setfield(L, res, "rows");
+    else lua_pop(L, 1);
+    lua_setfield(L, res, "body");
+  }
+  lua_settop(L, res);
+  return ok;
+}
+
+static void build_response(lua_State *L, kp_request *r, int rows_decoder) {
+  lua_createtable(L, 0, 11);
   set_int(L, "status", r->http_status);
   set_str(L, "request_id", r->request_id);
   set_str(L, "retry_after", r->retry_after);
@@ -431,6 +465,8 @@ static void build_response(lua_State *L, kp_request *r) {
   set_num(L, "connect_time", r->connect_time);
   if (r->response.len == 0) return;
   if (r->decode) {
+    if (r->rows && r->http_status >= 200 && r->http_status < 300 && decode_with_rows(L, r, rows_decoder))
+      return;
     if (kp_json_decode_fast(L, r->response.data, r->response.len)) {
       lua_setfield(L, -2, "body");
       return;
@@ -452,7 +488,10 @@ static void build_response(lua_State *L, kp_request *r) {
 
 /* req:response() -> response | nil, err
  * response: {status, body (decoded JSON), raw (when not JSON),
- *            decode_error, request_id, retry_after, subject_token, time}
+ *            decode_error, request_id, retry_after, subject_token, time,
+ *            rows (spec.rows: when data.cmd_results became rows, which
+ *            body.data.cmd_results then is too)}
+ * Upvalue 1: the sync-command rows decoder (src/cmd_rows.c). 
  * err: {kind, message, curl_code, sent, http_status?, request_id?} */
 static int request_response(lua_State *L) {
   kp_request *r = check_request(L, 1);
@@ -473,7 +512,7 @@ static int request_response(lua_State *L) {
     lua_insert(L, -2);
     return 2;
   }
-  build_response(L, r);
+  build_response(L, r, lua_upvalueindex(1));
   lua_pushvalue(L, -1);
   lua_rawseti(L, -3, SLOT_RESULT);
   kp_buf_free(&r->response);
@@ -516,13 +555,15 @@ static int request_tostring(lua_State *L) {
 int kp_request_open(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"done", request_done},
-    {"response", request_response},
     {"cancel", request_cancel},
     {NULL, NULL}
   };
   luaL_newmetatable(L, KP_REQUEST_MT);
   lua_newtable(L);
   kp_setfuncs(L, methods, 0);
+  kp_cmd_rows_push_decoder(L);
+  lua_pushcclosure(L, request_response, 1);
+  lua_setfield(L, -2, "response");
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, request_gc);
   lua_setfield(L, -2, "__gc");

@@ -24,7 +24,7 @@ M.Client = Client
 
 local limits = validate.limits
 local fail = errors.fail
-local item_rows = core.item_rows
+local item_rows, finish_rows = core.item_rows, core.finish_rows
 
 -- Tail of a public call whose helper returns `value` or `nil, err`.
 local function ret(value, err)
@@ -244,12 +244,13 @@ end
 -- A call to the KooPhone API: checks the envelope, returns `data`. The
 -- error code may be spelt `errorCode` (docs/vendor.md), or, on
 -- ListInstances (SDK `InstanceBatchQueryRspData`), sit inside `data`.
--- `shape` "none": the reply has no data (reboot).
-function Client:_koophone(method, path, body, opts, shape)
+-- `shape` "none": the reply has no data (reboot). `rows_for` (sync-command's
+-- ids): the reply's results may come back as rows already, `res.rows`.
+function Client:_koophone(method, path, body, opts, shape, rows_for)
   local res, err = self.transport:request {
     method = method, url = self.endpoint .. path, json = body,
     request_id = opts and opts.request_id, timeout = opts and opts.timeout,
-    deadline = opts and opts.timeout and core.now() + opts.timeout,
+    deadline = opts and opts.timeout and core.now() + opts.timeout, rows = rows_for,
   }
   if not res then return nil, err end
   local b = res.body
@@ -334,12 +335,16 @@ function Client:sync_command(command, ids, opts)
   if ok then ok, err = check_call_opts(opts) end
   if not ok then return fail(err) end
   local data, res = self:_koophone("POST", "/v1/instances/sync-command",
-                                   { command = command, instance_ids = ids }, opts)
+                                   { command = command, instance_ids = ids }, opts, nil, ids)
   if not data then return fail(res) end
+  -- the usual reply (one plain item per id, in order): its rows were built
+  -- from the reply's bytes (src/cmd_rows.c), the rows rows.from_item builds
+  -- but for what only the finished call knows
+  if res.rows then return finish_rows(res.rows, res.request_id, res.attempts, res.elapsed) end
   local results = data.cmd_results
   if type(results) ~= "table" then return fail(decode_fail(res, "reply has no 'cmd_results' list")) end
-  -- the usual reply (one plain item per id, in order): its rows are built
-  -- in C, the same rows as rows.from_item's (nil when any item is not plain)
+  -- else, when its items are plain all the same (e.g. decoded by cjson),
+  -- in C too (nil when any item is not plain)
   local out = item_rows(ids, results, "instance_id", res.request_id, res.attempts, res.elapsed)
   if not out then out = rows.from_results(ids, results, res) end
   out.request_id, out.attempts = res.request_id, res.attempts

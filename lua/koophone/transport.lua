@@ -209,8 +209,10 @@ end
 -- @tparam table spec `method`, `url`, `json` (a table to send), `request_id`,
 --   `timeout` (seconds, per attempt), `deadline` (a `sched.now()` time after
 --   which no retry starts), `retries`, `no_auth` (send no credentials),
---   `no_project` (AK/SK: sign without `X-Project-Id`)
--- @treturn table|nil response `{status, body, request_id, attempts, time}`
+--   `no_project` (AK/SK: sign without `X-Project-Id`), `rows` (the ids of a
+--   sync-command: its reply's `data.cmd_results`, when plain, become result
+--   rows in C, `res.rows`; see `engine:submit` in docs/core.md)
+-- @treturn table|nil response `{status, body, request_id, attempts, time, rows}`
 -- @treturn table|nil err
 function Transport:request(spec)
   local method = spec.method or (spec.json and "POST" or "GET")
@@ -262,6 +264,7 @@ function Transport:request(spec)
     for i = n + 1, #headers do headers[i] = nil end
     c.url, c.method = spec.url, method
     if body then c.body = body else c.json = spec.json end
+    c.rows = spec.rows
     c.timeout = spec.timeout and math.floor(spec.timeout * 1000) or self.timeout_ms
     if spec.deadline then -- no attempt outlives the call's deadline
       local left = math.floor((spec.deadline - sched.now()) * 1000)
@@ -269,7 +272,7 @@ function Transport:request(spec)
     end
     local sent_at = sched.now()
     local submitted, req = pcall(self.engine.submit, self.engine, c)
-    c.json, c.body = nil, nil
+    c.json, c.body, c.rows = nil, nil, nil
     if not submitted then
       -- an engine shared with a client that closed it: an expected failure
       if tostring(req):find("engine is closed", 1, true) then

@@ -1,0 +1,63 @@
+/* fast.h: the JSON fast path's state (src/json.c), shared with the one
+ * reader that builds its own values from the bytes: src/cmd_rows.c, the
+ * rows of a sync-command reply. Everything here runs under lua_pcall: a
+ * memory error is a decode failure, as with cjson. */
+#ifndef KOOPHONE_FAST_H
+#define KOOPHONE_FAST_H
+
+#include "core.h"
+
+#define KP_FAST_MAX_DEPTH 32       /* cjson's limit is 64: deeper goes to it */
+
+/* Short strings seen in this reply (keys, and values such as "" or "ok"
+ * that repeat in every item) are pushed again from a small cache on the
+ * stack instead of being hashed and interned once more: the same string. */
+#define KP_FAST_CACHE_SLOTS 32
+#define KP_FAST_CACHE_MAX_LEN 24
+
+typedef struct kp_fast kp_fast;
+
+/* Bytes to read, handed to a decoder under lua_pcall as a light userdata. */
+typedef struct kp_span { const char *s; size_t n; } kp_span;
+
+/* Reads the value at the hooked key path itself: 1 with the value pushed,
+ * or 0 with the position and the stack as they were (the value is then
+ * decoded as any other). */
+typedef int (*kp_fast_hook)(kp_fast *f);
+
+struct kp_fast {
+  lua_State *L;
+  const char *p, *end;
+  int depth;                       /* containers open around p */
+  int cache_base;                  /* stack index of cache slot 0 */
+  const char *cached[KP_FAST_CACHE_SLOTS]; /* where the slot's string was read */
+  unsigned char cached_len[KP_FAST_CACHE_SLOTS];
+  kp_fast_hook hook;               /* NULL: a plain decode */
+  const char *const *hook_path;    /* its keys from the root object */
+  int hook_keys;                   /* how many */
+  int matched;                     /* keys of hook_path the open objects matched */
+  void *hook_data;
+};
+
+/* Starts reading s: reserves the string cache on the stack, no hook. */
+int kp_fast_begin(kp_fast *f, lua_State *L, const char *s, size_t n);
+/* The whole input as one value (whitespace around it): 1 and the value
+ * pushed, or 0 (give up: the caller resets the stack). */
+int kp_fast_document(kp_fast *f);
+/* One value at p (whitespace before it skipped): 1 and pushed, or 0. */
+int kp_fast_value(kp_fast *f);
+/* The string at p (a '"'), unescaped and pushed: 1, or 0. */
+int kp_fast_string(kp_fast *f);
+/* The string at p (a '"') without escapes or control bytes: 1 with its
+ * bytes in *s, *n and p past it; 0 (p unchanged) for anything else. */
+int kp_fast_plain(kp_fast *f, const char **s, size_t *n);
+/* The literal w (of n bytes) at p: 1 and p past it, or 0. */
+int kp_fast_word(kp_fast *f, const char *w, size_t n);
+
+/* JSON whitespace at p skipped (the usual case, none, tested first). */
+static inline void kp_fast_ws(kp_fast *f) {
+  if (f->p < f->end && (unsigned char)*f->p > ' ') return;
+  while (f->p < f->end && (*f->p == ' ' || *f->p == '\n' || *f->p == '\r' || *f->p == '\t')) f->p++;
+}
+
+#endif
