@@ -83,7 +83,7 @@ describe_or_skip("OpenResty host (koophone.sched.ngx)", function()
     assert.not_matches("%[error%]", host:error_log())
   end)
 
-  it("100 handlers waiting on one task park on semaphores: each wakes about twice per status query", function()
+  it("100 handlers waiting on one task park on semaphores: each wakes a few times per status query", function()
     local r = host:follow(3, 100)
     assert.equal(100, #r.answers)
     local polls = 0
@@ -96,7 +96,8 @@ describe_or_skip("OpenResty host (koophone.sched.ngx)", function()
       r.wakeups, r.wall, r.per_second, r.driver, r.handlers, polls))
     -- a handler wakes when its sleep ends and when its query's reply is in
     -- (per-handler polling woke each handler every 1-4 ms: 5,000+/s here)
-    assert.is_true(r.handlers <= 3 * polls, ("%d handler wake-ups for %d queries"):format(r.handlers, polls))
+    -- (about 2 a query; 3.0 seen under ASan on a loaded machine: the bound is 4)
+    assert.is_true(r.handlers <= 4 * polls, ("%d handler wake-ups for %d queries"):format(r.handlers, polls))
     -- one driver for the worker: at most one wake-up per millisecond, whatever the handlers
     assert.is_true(r.driver <= r.wall * 1000, ("driver woke %d times in %.1f s"):format(r.driver, r.wall))
   end)
