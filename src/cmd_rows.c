@@ -151,6 +151,7 @@ static int item_value(kp_fast *f, int field, const char *id, size_t id_len, int 
  * stack index `texts`): 1, or 0 when it is not a plain item for `id`. The
  * grammar is fast_object's, keys without escapes. */
 static int read_item(kp_fast *f, const char *id, size_t id_len, int texts, item *it) {
+  int more;
   memset(it, 0, sizeof *it);
   if (f->p >= f->end || *f->p != '{') return 0;
   f->p++;
@@ -163,14 +164,9 @@ static int read_item(kp_fast *f, const char *id, size_t id_len, int texts, item 
     f->p++;
     kp_fast_ws(f);
     if (!item_value(f, field, id, id_len, texts, it)) return 0;
-    kp_fast_ws(f);
-    if (f->p >= f->end) return 0;
-    if (*f->p == '}') break;
-    if (*f->p != ',') return 0;
-    f->p++;
-    kp_fast_ws(f);
+    if ((more = kp_fast_next(f, '}')) <= 0) break;
   }
-  f->p++;
+  if (more < 0) return 0;
   return it->id_seen && it->status != 0;
 }
 

@@ -60,4 +60,16 @@ static inline void kp_fast_ws(kp_fast *f) {
   while (f->p < f->end && (*f->p == ' ' || *f->p == '\n' || *f->p == '\r' || *f->p == '\t')) f->p++;
 }
 
+/* After a member of a container closed by `close` ('}' or ']'): 1 past a
+ * ',' (and the whitespace after it), 0 past `close`, -1 for anything else. */
+static inline int kp_fast_next(kp_fast *f, char close) {
+  kp_fast_ws(f);
+  if (f->p >= f->end) return -1;
+  if (*f->p == close) { f->p++; return 0; }
+  if (*f->p != ',') return -1;
+  f->p++;
+  kp_fast_ws(f);
+  return 1;
+}
+
 #endif

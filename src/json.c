@@ -204,7 +204,7 @@ static int object_value(kp_fast *f) {
 
 static int fast_object(kp_fast *f) {
   lua_State *L = f->L;
-  int base = lua_gettop(L), n = 0, t, i;
+  int base = lua_gettop(L), n = 0, t, i, more;
   f->p++;
   kp_fast_ws(f);
   if (f->p < f->end && *f->p == '}') {
@@ -220,14 +220,9 @@ static int fast_object(kp_fast *f) {
     f->p++;
     if (!object_value(f)) return 0;
     n++;
-    kp_fast_ws(f);
-    if (f->p >= f->end) return 0;
-    if (*f->p == '}') break;
-    if (*f->p != ',') return 0;
-    f->p++;
-    kp_fast_ws(f);
+    if ((more = kp_fast_next(f, '}')) <= 0) break;
   }
-  f->p++;
+  if (more < 0) return 0;
   /* in order, so that the last of duplicate keys wins, as with cjson */
   lua_createtable(L, 0, n);
   t = lua_gettop(L);
@@ -243,7 +238,7 @@ static int fast_object(kp_fast *f) {
 
 static int fast_array(kp_fast *f) {
   lua_State *L = f->L;
-  int base = lua_gettop(L), n = 0;
+  int base = lua_gettop(L), n = 0, more;
   f->p++;
   kp_fast_ws(f);
   if (f->p < f->end && *f->p == ']') {
@@ -255,13 +250,9 @@ static int fast_array(kp_fast *f) {
     if (!lua_checkstack(L, 8)) return 0;
     if (!kp_fast_value(f)) return 0;
     n++;
-    kp_fast_ws(f);
-    if (f->p >= f->end) return 0;
-    if (*f->p == ']') break;
-    if (*f->p != ',') return 0;
-    f->p++;
+    if ((more = kp_fast_next(f, ']')) <= 0) break;
   }
-  f->p++;
+  if (more < 0) return 0;
   lua_createtable(L, n, 0);
   lua_insert(L, base + 1);
   for (; n > 0; n--) lua_rawseti(L, base + 1, n); /* pops element n */
