@@ -128,6 +128,11 @@ void kp_cmd_rows_push_decoder(lua_State *L); /* pushes the decoder */
 int kp_cmd_rows_decode(lua_State *L, int decoder, int ids, const char *s, size_t n);
 int kp_cmd_rows_open(lua_State *L);      /* sets "sync_reply", "finish_rows" */
 
+/* encode.c: a request's json, encoded straight into a buffer when plain */
+/* 1 with the JSON in *out (to free), or 0 (nothing to free): then cjson's */
+int kp_json_encode_fast(lua_State *L, int idx, kp_buf *out);
+int kp_encode_open(lua_State *L);         /* sets "json_encode" */
+
 /* ids.c */
 int kp_ids_open(lua_State *L);
 

@@ -166,13 +166,20 @@ static void read_headers(lua_State *L, int t, kp_request *r, int has_body) {
   r->headers = l;
 }
 
-/* Reads the body (string `body`, or table `json` encoded by the engine's
- * cjson) into an owned copy. Returns 1 when there is a body. */
+/* Reads the body (string `body`, or table `json` encoded straight into the
+ * request's buffer when plain, else by the engine's cjson) into an owned
+ * copy. Returns 1 when there is a body. */
 static int read_body(lua_State *L, int t, kp_request *r) {
   const char *s = NULL;
   size_t n = 0;
   lua_getfield(L, t, "json");
   if (!lua_isnil(L, -1)) {
+    kp_buf b;
+    if (kp_json_encode_fast(L, -1, &b)) {
+      r->body = b.data; /* r owns it from here */
+      r->body_len = b.len;
+      return 1;
+    }
     kp_engine_push_json(L, 1);
     if (!kp_json_encode(L, lua_gettop(L), -2))
       luaL_error(L, "request json: %s", lua_tostring(L, -1));
