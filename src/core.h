@@ -126,7 +126,7 @@ void kp_cmd_rows_push_decoder(lua_State *L); /* pushes the decoder */
  * body and its rows (or nil) pushed, or 0 and nothing pushed when the fast
  * path gives up (then decode s as any reply). */
 int kp_cmd_rows_decode(lua_State *L, int decoder, int ids, const char *s, size_t n);
-int kp_cmd_rows_open(lua_State *L);      /* sets "sync_reply", "finish_rows" */
+int kp_cmd_rows_open(lua_State *L);      /* sets "sync_reply" */
 
 /* encode.c: a request's json, encoded straight into a buffer when plain */
 /* 1 with the JSON in *out (to free), or 0 (nothing to free): then cjson's */
