@@ -65,6 +65,7 @@ typedef struct kp_request {
   struct curl_slist *headers;
   char *body;                      /* request body (owned copy) */
   size_t body_len, body_sent;
+  int sends;                       /* times curl was about to send it */
   kp_buf response;                 /* response body */
   size_t max_response;
   char *request_id, *retry_after, *subject_token, *content_type;
