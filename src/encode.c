@@ -33,7 +33,7 @@ static const char *const ESCAPE[128] = {
 static int reserve(kp_buf *b, size_t n) {
   size_t cap;
   char *d;
-  if (b->len + n + 1 <= b->cap) return 1;
+  if (b->data && b->len + n + 1 <= b->cap) return 1;
   cap = b->cap ? b->cap : 256;
   while (cap < b->len + n + 1) cap *= 2;
   d = (char *)realloc(b->data, cap);
