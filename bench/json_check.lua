@@ -7,7 +7,9 @@
 -- Inputs: generated documents (keys, duplicates, nesting, every escape,
 -- surrogates, control bytes, UTF-8, numbers of every form, odd whitespace),
 -- the fuzz corpus, and their textual mutations (truncation, byte flips and
--- insertions, NULs). Exit 1 on the first difference, printed as %q.
+-- insertions, NULs). Then the encoder: core.json_encode against
+-- cjson.encode on generated Lua values (see the end). Exit 1 on the first
+-- difference, printed as %q.
 --
 --   LUA_PATH="lua/?.lua;;" LUA_CPATH="build/lua5.4/?.so;;" lua5.4 bench/json_check.lua 200000
 local core = require "koophone.core"
@@ -21,6 +23,8 @@ local rnd = math.random
 local ref = cjson.new()
 ref.decode_max_depth(64)
 ref.decode_invalid_numbers(false)
+ref.encode_max_depth(64)
+ref.encode_invalid_numbers(false)
 
 local function same(a, b, seen)
   if type(a) ~= type(b) then return false end
@@ -177,3 +181,74 @@ for i = 1, COUNT do
 end
 print(("json_check: %d inputs (seed %d): the same as cjson every time; fast path took %d, cjson %d (%d errors, same messages)")
   :format(fast + slow, SEED, fast, slow, fail_same))
+
+-- ---------------------------------------------------------------- encoding
+-- core.json_encode (the engine's path for a request's json: src/encode.c,
+-- else the private cjson) against cjson.encode, on generated Lua values:
+-- request bodies, lists dense and sparse, empty tables, mixed keys, every
+-- byte in strings and keys, numbers, booleans, null, metatables, nesting.
+local null = cjson.null
+local function byte_string()
+  local t = {}
+  for i = 1, rnd(0, 12) do
+    local r = rnd()
+    if r < 0.6 then t[i] = string.char(rnd(0x61, 0x7a))
+    elseif r < 0.8 then t[i] = string.char(rnd(0, 255))
+    else t[i] = ({ '"', "\\", "/", "\n", "\0", "\127", "中", "é", " " })[rnd(9)] end
+  end
+  return table.concat(t)
+end
+local gen_value
+local function gen_table(depth)
+  local t, r = {}, rnd()
+  if r < 0.4 then -- a list
+    for i = 1, rnd(0, 8) do t[i] = gen_value(depth + 1) end
+    if rnd() < 0.1 then t[rnd(1, 20)] = gen_value(depth + 1) end -- maybe sparse
+  elseif r < 0.9 then
+    for _ = 1, rnd(0, 6) do t[rnd() < 0.7 and byte_string() or ("k" .. rnd(5))] = gen_value(depth + 1) end
+    if rnd() < 0.05 then t[rnd(1, 3)] = "n" end -- mixed keys
+    if rnd() < 0.03 then t[1.5] = "f" end
+  else
+    t = { command = byte_string(), instance_ids = {} }
+    for i = 1, rnd(1, 32) do t.instance_ids[i] = ("kp%06d"):format(rnd(0, 999999)) end
+  end
+  if rnd() < 0.02 then setmetatable(t, {}) end
+  return t
+end
+function gen_value(depth)
+  local r = rnd()
+  if depth > 3 and r < 0.5 then r = 0.9 end
+  if depth > 20 then return "deep" end
+  if r < 0.35 then return gen_table(depth) end
+  if r < 0.8 then return byte_string() end
+  if r < 0.85 then return rnd() < 0.5 end
+  if r < 0.9 then return ({ 0, -1, 1.5, 1e300, 2^53, -0.0, 12345, 0 / 0, math.huge })[rnd(9)] end
+  if r < 0.95 then return null end
+  return ({ print, io.stdout })[rnd(2)]
+end
+local function nested(n, inner)
+  local t = inner
+  for _ = 1, n do t = { t } end
+  return t
+end
+local enc_fast, enc_slow, enc_err = 0, 0, 0
+local function check_encode(v)
+  local a, aerr = core.json_encode(v)
+  local okb, b = pcall(ref.encode, v)
+  if core.json_encode(v, true) ~= nil then enc_fast = enc_fast + 1 else enc_slow = enc_slow + 1 end
+  local good = (okb and a == b) or (not okb and a == nil and aerr == b)
+  if not okb and good then enc_err = enc_err + 1 end
+  if not good then
+    io.stderr:write(("json_check: encoding differs (seed %d)\n  core: %q %s\n  cjson: %s %q\n"):format(
+      SEED, tostring(a), tostring(aerr), tostring(okb), tostring(b)))
+    os.exit(1)
+  end
+end
+for _, v in ipairs { {}, { {} }, { a = {} }, { 1, 2 }, { "a", nil, "b" }, nested(15, "x"), nested(16, "x"),
+                     nested(64, "x"), nested(65, "x"), { [1] = "a", [3] = "b" }, { [1] = "a", [30] = "b" },
+                     { command = "ls -l /system", instance_ids = { "kp000001", "a44uhlf7" } } } do
+  check_encode(v)
+end
+for _ = 1, COUNT do check_encode(gen_value(0)) end
+print(("json_check: %d values encoded (seed %d): the same as cjson every time; fast path took %d, cjson %d " ..
+  "(%d errors, same messages)"):format(enc_fast + enc_slow, SEED, enc_fast, enc_slow, enc_err))

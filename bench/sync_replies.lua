@@ -201,7 +201,7 @@ end
 M.reference_rows = reference_rows
 
 --- Decodes `text` both ways and raises on any difference: where the direct
--- path built rows, they (completed by core.finish_rows) must be the
+-- path built rows, they (completed by rows.finish) must be the
 -- reference rows, and the rest of the body cjson's; where it decoded the
 -- items, the body must be cjson's; where it gave up, the engine hands the
 -- text to cjson (today's path).
@@ -224,7 +224,7 @@ function M.compare(text, ids, res)
   local rest_same = same(body, want)
   data.cmd_results = direct
   if not rest_same then fail("bodies differ besides the rows", text, ids, body, want) end
-  core.finish_rows(direct, res.request_id, res.attempts, res.elapsed)
+  rows.finish(direct, res)
   local expect = reference_rows(ids, want_data.cmd_results, res)
   if not same(direct, expect) then fail("rows differ", text, ids, direct, expect) end
   return "rows"

@@ -219,6 +219,28 @@ describe("koophone.core", function()
     assert.is_true(item_kb <= eight_kb * 1.05, ("%.0f KB for 1,000 rows.from_item rows"):format(item_kb))
   end)
 
+  it("encodes a request's json byte for byte as cjson does, plain ones without it", function()
+    local cjson = require("cjson").new()
+    local cases = {
+      { command = "ls -l /system", instance_ids = { "kp000001", "a44uhlf7" } },
+      { a = "\0\31\127\128é\"\\/", [""] = true, b = false, c = {}, d = { {}, { x = "y" } } },
+      { "x", "y" }, {}, "text", true,
+    }
+    for _, v in ipairs(cases) do
+      assert.equal(cjson.encode(v), core.json_encode(v, true))
+    end
+    -- what the fast path leaves to cjson: the same text, or cjson's error
+    for _, v in ipairs { { 1, 2.5 }, { [1] = "a", [3] = "b" }, { [1] = "a", x = "b" }, { [2] = "x" },
+                         { a = core.null }, setmetatable({}, {}) } do
+      assert.is_nil(core.json_encode(v, true))
+      assert.equal(cjson.encode(v), core.json_encode(v))
+    end
+    local _, err = core.json_encode({ [1] = "a", [40] = "b" })
+    assert.matches("excessively sparse array", err)
+    _, err = core.json_encode({ f = print })
+    assert.matches("Cannot serialise", err)
+  end)
+
   it("makes random UUID v4 request ids", function()
     local e = core.engine()
     local a, b = e:uuid(), e:uuid()

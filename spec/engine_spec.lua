@@ -175,6 +175,29 @@ describe("koophone.core engine", function()
     e:close()
   end)
 
+  it("sends a body with its headers, and never again when a kept-alive connection died under it", function()
+    local e = core.engine()
+    local function post(id, instance)
+      local spec = { url = emu.url .. "/v1/instances/sync-command", headers = headers(id),
+                     json = { command = "echo once", instance_ids = { instance } } }
+      spec.headers[3] = "Content-Type: application/json"
+      local req = e:submit(spec)
+      drive(e, req)
+      return req:response()
+    end
+    assert.equal(200, assert(post("engine-spec-keep", "kp000020")).status)
+    -- the server runs the command, then drops the (reused) connection:
+    -- curl would send the request again on a fresh one
+    emu:add_fault { endpoint = "sync-command", kind = "reset", count = 1 }
+    local res, err = post("engine-spec-dropped", "kp000021")
+    assert.is_nil(res)
+    assert.same({ "protocol", 65, "necessary data rewind wasn't possible", true },
+                { err.kind, err.curl_code, err.message, err.sent })
+    assert.equal(2, emu:requests { endpoint = "sync-command" }.count) -- the first, and this one once
+    assert.equal(1, emu:executions().executions.kp000021["echo once"])
+    e:close()
+  end)
+
   it("reports a request that ended inside submit at the next perform()", function()
     local e = core.engine()
     local req = e:submit{ url = "http://[::1" } -- refused by curl's URL parser at once

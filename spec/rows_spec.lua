@@ -6,6 +6,7 @@
 -- return the same rows and the same errors.
 local koophone = require "koophone"
 local core = require "koophone.core"
+local rows = require "koophone.rows"
 local replies = require "bench.sync_replies"
 local emulator = require "spec.support.emulator"
 
@@ -33,7 +34,7 @@ describe("sync-command rows from the reply's bytes", function()
     assert.is_table(list)
     assert.equal(list, body.data.cmd_results)
     assert.same({ error_code = "0", error_msg = "ok" }, { error_code = body.error_code, error_msg = body.error_msg })
-    assert.equal(list, core.finish_rows(list, "r-1", 1, 0.25))
+    assert.equal(list, rows.finish(list, { request_id = "r-1", attempts = 1, elapsed = 0.25 }))
     assert.same({ id = "kp000000", instance_id = "kp000000", status = "ok", vendor_status = 2, output = "12",
                   request_id = "r-1", attempts = 1, elapsed = 0.25 }, list[1])
     assert.same({ "r-1", 1, 32 }, { list.request_id, list.attempts, #list })
@@ -50,7 +51,7 @@ describe("sync-command rows from the reply's bytes", function()
     local ids = { "a44uhlf7", "kp1", "kp2" }
     assert.equal("rows", replies.compare(text, ids, { request_id = "r", attempts = 2, elapsed = 1.5 }))
     local _, list = core.sync_reply(text, ids)
-    core.finish_rows(list, nil, nil, nil)
+    rows.finish(list, {})
     assert.same({ id = "a44uhlf7", instance_id = "a44uhlf7", status = "failed", vendor_status = -1, code = "CPS.0191",
                   message = "Run command failed.",
                   output = "ls: cannot access '/system': No such file\nor \"directory\" 中" }, list[1])
@@ -115,7 +116,7 @@ describe("sync-command rows from the reply's bytes", function()
     local items = cjson.decode(text).data.cmd_results
     local direct = kb_of(function()
       local _, list = core.sync_reply(text, ids)
-      return core.finish_rows(list, "r", 1, 0.5)
+      return rows.finish(list, { request_id = "r", attempts = 1, elapsed = 0.5 })
     end)
     local reference = kb_of(function() return core.item_rows(ids, items, "instance_id", "r", 1, 0.5) end)
     -- the direct path's figure also holds its decoded envelope
@@ -125,8 +126,6 @@ describe("sync-command rows from the reply's bytes", function()
   it("checks its arguments", function()
     assert.has_error(function() core.sync_reply(nil, {}) end)
     assert.has_error(function() core.sync_reply("{}", "kp1") end)
-    assert.has_error(function() core.finish_rows("x") end)
-    assert.has_error(function() core.finish_rows({ 5 }, "r", 1, 0) end)
     assert.same({ {}, 1 }, { core.sync_reply("{}", {}), select("#", core.sync_reply("{}", {})) })
   end)
 

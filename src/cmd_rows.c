@@ -17,18 +17,18 @@
 /* Upvalues of the decoder: keys and values of a row, and of the reply. */
 enum {
   U_ID = 1, U_INSTANCE_ID, U_STATUS, U_VENDOR_STATUS, U_OUTPUT, U_CODE, U_MESSAGE, U_JOB_ID,
-  U_OK, U_FAILED, U_DATA, U_CMD_RESULTS, U_REQUEST_ID, U_ATTEMPTS, U_ELAPSED, U_COUNT = U_ELAPSED
+  U_OK, U_FAILED, U_DATA, U_CMD_RESULTS, U_COUNT = U_CMD_RESULTS
 };
 
 static const char *const UPVALUES[U_COUNT] = {
   "id", "instance_id", "status", "vendor_status", "output", "code", "message", "job_id",
-  "ok", "failed", "data", "cmd_results", "request_id", "attempts", "elapsed"
+  "ok", "failed", "data", "cmd_results"
 };
 
 #define PUSH_UP(L, u) lua_pushvalue((L), lua_upvalueindex(u))
 
-/* Fields set only once the transport's call has ended: request_id,
- * attempts, elapsed. A row is sized for them from the start. */
+/* Fields set only once the transport's call has ended (request_id,
+ * attempts, elapsed: rows.finish). A row is sized for them from the start. */
 #define ROW_LATER 3
 
 /* An item's fields, by what the row makes of them: the text ones first,
@@ -313,8 +313,9 @@ int kp_cmd_rows_decode(lua_State *L, int decoder, int ids, const char *s, size_t
 /* core.sync_reply(s, ids) -> body, rows | body | nil
  * s decoded as the engine decodes a sync-command reply for ids (the fast
  * path only: nil when it gives up): rows when data.cmd_results became
- * rows (then body.data.cmd_results is that list too). For checking the
- * path against the reference one (bench/rows_check.lua). */
+ * rows (then body.data.cmd_results is that list too), to be completed by
+ * koophone.rows.finish. For checking the path against the reference one
+ * (bench/rows_check.lua). */
 static int core_sync_reply(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
@@ -328,36 +329,6 @@ static int core_sync_reply(lua_State *L) {
   return 1;
 }
 
-/* core.finish_rows(rows, request_id, attempts, elapsed) -> rows
- * Completes rows built from a reply's bytes with what is known only when
- * the transport's call has ended: every row gets request_id, attempts and
- * elapsed (nil ones are left out; their slots were reserved), the list
- * request_id and attempts. */
-static int finish_rows(lua_State *L) {
-  int n, i, k;
-  luaL_checktype(L, 1, LUA_TTABLE);
-  lua_settop(L, 4);
-  n = (int)kp_rawlen(L, 1);
-  for (i = 1; i <= n; i++) {
-    lua_rawgeti(L, 1, i);                          /* 5: the row */
-    if (lua_type(L, 5) != LUA_TTABLE) return luaL_error(L, "finish_rows: row %d is not a table", i);
-    for (k = 0; k < ROW_LATER; k++) {
-      if (lua_isnil(L, 2 + k)) continue;
-      PUSH_UP(L, U_REQUEST_ID + k);
-      lua_pushvalue(L, 2 + k);
-      lua_rawset(L, 5);
-    }
-    lua_pop(L, 1);
-  }
-  for (k = 0; k < 2; k++) {
-    PUSH_UP(L, U_REQUEST_ID + k);
-    lua_pushvalue(L, 2 + k);
-    lua_rawset(L, 1);
-  }
-  lua_settop(L, 1);
-  return 1;
-}
-
 void kp_cmd_rows_push_decoder(lua_State *L) {
   int k;
   luaL_checkstack(L, U_COUNT, "cmd_rows");
@@ -366,12 +337,8 @@ void kp_cmd_rows_push_decoder(lua_State *L) {
 }
 
 int kp_cmd_rows_open(lua_State *L) {
-  int k;
   kp_cmd_rows_push_decoder(L);
   lua_pushcclosure(L, core_sync_reply, 1);
   lua_setfield(L, -2, "sync_reply");
-  for (k = 0; k < U_COUNT; k++) lua_pushstring(L, UPVALUES[k]);
-  lua_pushcclosure(L, finish_rows, U_COUNT);
-  lua_setfield(L, -2, "finish_rows");
   return 0;
 }

@@ -51,5 +51,8 @@ void *kp_testudata(lua_State *L, int ud, const char *tname);
 #if LIBCURL_VERSION_NUM >= 0x075500 /* 7.85.0 */
 #define KP_HAVE_PROTOCOLS_STR 1
 #endif
+#if LIBCURL_VERSION_NUM >= 0x075000 /* 7.80.0 */
+#define KP_HAVE_PREREQFUNCTION 1
+#endif
 
 #endif

@@ -37,8 +37,9 @@ LUALIB_API int luaopen_koophone_core(lua_State *L) {
   kp_files_open(L); /* sets "journal_prepare" */
   kp_sign_open(L);  /* sets "sign" */
   kp_json_open(L);  /* sets "json_decode" */
+  kp_encode_open(L); /* sets "json_encode" */
   kp_rows_open(L);  /* sets "item_rows", "row" */
-  kp_cmd_rows_open(L); /* sets "sync_reply", "finish_rows" */
+  kp_cmd_rows_open(L); /* sets "sync_reply" */
   lua_pushliteral(L, "0.1.0");
   lua_setfield(L, -2, "_VERSION");
   lua_pushlightuserdata(L, NULL); /* the same value as cjson.null */

@@ -65,6 +65,7 @@ typedef struct kp_request {
   struct curl_slist *headers;
   char *body;                      /* request body (owned copy) */
   size_t body_len, body_sent;
+  int sends;                       /* times curl was about to send it */
   kp_buf response;                 /* response body */
   size_t max_response;
   char *request_id, *retry_after, *subject_token, *content_type;
@@ -126,7 +127,12 @@ void kp_cmd_rows_push_decoder(lua_State *L); /* pushes the decoder */
  * body and its rows (or nil) pushed, or 0 and nothing pushed when the fast
  * path gives up (then decode s as any reply). */
 int kp_cmd_rows_decode(lua_State *L, int decoder, int ids, const char *s, size_t n);
-int kp_cmd_rows_open(lua_State *L);      /* sets "sync_reply", "finish_rows" */
+int kp_cmd_rows_open(lua_State *L);      /* sets "sync_reply" */
+
+/* encode.c: a request's json, encoded straight into a buffer when plain */
+/* 1 with the JSON in *out (to free), or 0 (nothing to free): then cjson's */
+int kp_json_encode_fast(lua_State *L, int idx, kp_buf *out);
+int kp_encode_open(lua_State *L);         /* sets "json_encode" */
 
 /* ids.c */
 int kp_ids_open(lua_State *L);

@@ -50,6 +50,7 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud) {
   return kp_buf_append(&r->response, p, n) ? n : 0;
 }
 
+#ifndef KP_HAVE_PREREQFUNCTION
 static size_t on_send(char *p, size_t size, size_t nitems, void *ud) {
   kp_request *r = (kp_request *)ud;
   size_t n = r->body_len - r->body_sent;
@@ -58,6 +59,19 @@ static size_t on_send(char *p, size_t size, size_t nitems, void *ud) {
   r->body_sent += n;
   return n;
 }
+#endif
+
+#ifdef KP_HAVE_PREREQFUNCTION
+/* Called before each time curl sends the request. A second time is curl
+ * retrying on its own after a kept-alive connection died under the first
+ * (lib/transfer.c, Curl_retry_request): the command may have run, so it
+ * is refused, as curl itself refuses when it cannot rewind a body. */
+static int on_prereq(void *ud, char *remote_ip, char *local_ip, int remote_port, int local_port) {
+  kp_request *r = (kp_request *)ud;
+  (void)remote_ip; (void)local_ip; (void)remote_port; (void)local_port;
+  return ++r->sends > 1 ? CURL_PREREQFUNC_ABORT : CURL_PREREQFUNC_OK;
+}
+#endif
 
 static void set_header_copy(char **slot, const char *v, size_t n) {
   char *s = (char *)malloc(n + 1);
@@ -166,13 +180,20 @@ static void read_headers(lua_State *L, int t, kp_request *r, int has_body) {
   r->headers = l;
 }
 
-/* Reads the body (string `body`, or table `json` encoded by the engine's
- * cjson) into an owned copy. Returns 1 when there is a body. */
+/* Reads the body (string `body`, or table `json` encoded straight into the
+ * request's buffer when plain, else by the engine's cjson) into an owned
+ * copy. Returns 1 when there is a body. */
 static int read_body(lua_State *L, int t, kp_request *r) {
   const char *s = NULL;
   size_t n = 0;
   lua_getfield(L, t, "json");
   if (!lua_isnil(L, -1)) {
+    kp_buf b;
+    if (kp_json_encode_fast(L, -1, &b)) {
+      r->body = b.data; /* r owns it from here */
+      r->body_len = b.len;
+      return 1;
+    }
     kp_engine_push_json(L, 1);
     if (!kp_json_encode(L, lua_gettop(L), -2))
       luaL_error(L, "request json: %s", lua_tostring(L, -1));
@@ -273,13 +294,23 @@ static void configure(kp_engine *e, kp_request *r, const kp_spec *sp) {
   curl_easy_setopt(h, CURLOPT_HTTPHEADER, r->headers);
 
   if (sp->has_body) {
-    /* A read callback without a seek callback: curl cannot rewind, so it
-     * can never resend a body on its own (e.g. on a reused connection that
-     * died) — a command must not run twice behind our back. */
+    /* A command must not run twice behind our back: curl resends a request
+     * on its own when a reused connection died under it. The body is
+     * curl's to send with the headers (one write, one TCP segment: a read
+     * callback made it two), and a second send is refused (on_prereq).
+     * Before curl 7.80, a read callback without a seek callback: curl
+     * cannot rewind it, so it can never resend. */
+#ifdef KP_HAVE_PREREQFUNCTION
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, r->body);
+    curl_easy_setopt(h, CURLOPT_PREREQFUNCTION, on_prereq);
+    curl_easy_setopt(h, CURLOPT_PREREQDATA, (void *)r);
+#else
     curl_easy_setopt(h, CURLOPT_POST, 1L);
     curl_easy_setopt(h, CURLOPT_READFUNCTION, on_send);
     curl_easy_setopt(h, CURLOPT_READDATA, (void *)r);
     curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+#endif
   }
   if (sp->method && strcmp(sp->method, sp->has_body ? "POST" : "GET") != 0)
     curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, sp->method);
@@ -366,6 +397,12 @@ void kp_request_finish(kp_request *r, CURLcode code) {
   curl_easy_getinfo(r->easy, CURLINFO_TOTAL_TIME, &r->total_time);
   curl_easy_getinfo(r->easy, CURLINFO_CONNECT_TIME, &r->connect_time);
   r->curl_code = code;
+  if (code == CURLE_ABORTED_BY_CALLBACK && r->sends > 1) {
+    /* a resend refused (on_prereq): reported as curl reports the one it
+     * cannot make without rewinding a body */
+    r->curl_code = CURLE_SEND_FAIL_REWIND;
+    strcpy(r->errbuf, "necessary data rewind wasn't possible");
+  }
   curl_multi_remove_handle(e->multi, r->easy);
   kp_engine_give_easy(e, r->easy);
   r->easy = NULL;

@@ -24,7 +24,7 @@ M.Client = Client
 
 local limits = validate.limits
 local fail = errors.fail
-local item_rows, finish_rows = core.item_rows, core.finish_rows
+local item_rows = core.item_rows
 
 -- Tail of a public call whose helper returns `value` or `nil, err`.
 local function ret(value, err)
@@ -340,7 +340,7 @@ function Client:sync_command(command, ids, opts)
   -- the usual reply (one plain item per id, in order): its rows were built
   -- from the reply's bytes (src/cmd_rows.c), the rows rows.from_item builds
   -- but for what only the finished call knows
-  if res.rows then return finish_rows(res.rows, res.request_id, res.attempts, res.elapsed) end
+  if res.rows then return rows.finish(res.rows, res) end
   local results = data.cmd_results
   if type(results) ~= "table" then return fail(decode_fail(res, "reply has no 'cmd_results' list")) end
   -- else, when its items are plain all the same (e.g. decoded by cjson),

@@ -111,6 +111,25 @@ function M.from_results(ids, results, res)
   return out
 end
 
+--- Completes rows built from a reply's bytes (sync-command's usual reply:
+-- `res.rows`, see src/cmd_rows.c) with what is known only once the call has
+-- ended: each row gets `request_id`, `attempts` and `elapsed` (their slots
+-- were reserved), the list `request_id` and `attempts`. Then they are the
+-- rows `from_item` builds. (Set here rather than in C: the VM's field
+-- stores are cheaper than the C API's.)
+-- @tparam {table,...} list rows
+-- @tparam table res the response (`request_id`, `attempts`, `elapsed`)
+-- @treturn {table,...} list
+function M.finish(list, res)
+  local request_id, attempts, elapsed = res.request_id, res.attempts, res.elapsed
+  for i = 1, #list do
+    local row = list[i]
+    row.request_id, row.attempts, row.elapsed = request_id, attempts, elapsed
+  end
+  list.request_id, list.attempts = request_id, attempts
+  return list
+end
+
 --- A row for an id whose outcome is unknown because of `err`.
 -- @tparam string id
 -- @tparam string id_field
