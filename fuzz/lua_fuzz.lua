@@ -144,6 +144,32 @@ end
 local STATUS = { 200, 200, 200, 200, 201, 204, 400, 401, 403, 404, 429, 500, 502, 503, 0, 302, 999 }
 
 local d = driver.new()
+
+-- The engine's own paths against their references on the same text: the
+-- fast decoder (core.json_decode(s, true)) against cjson, and sync-command
+-- rows built from the bytes (core.sync_reply) against cjson's decode
+-- mapped by core.item_rows / rows.from_results (bench/sync_replies.lua).
+local core = require "koophone.core"
+local replies = require "bench.sync_replies"
+local ref = require("cjson").new()
+ref.decode_max_depth(64)
+ref.decode_invalid_numbers(false)
+local SYNC_IDS = { "a44uhlf7", "efjy72gs", "kp000001" }
+local differential_stats = { fast = 0, rows = 0 }
+local function differential(text)
+  local fast = core.json_decode(text, true)
+  if fast ~= nil then
+    differential_stats.fast = differential_stats.fast + 1
+    local okr, want = pcall(ref.decode, text)
+    if not okr then error({ finding = "differential", message = "the fast decoder took text cjson refuses: " .. tostring(want) }, 0) end
+    if not replies.same(fast, want) then
+      error({ finding = "differential", message = "the fast decoder and cjson differ: " .. replies.show(fast) .. " vs " .. replies.show(want) }, 0)
+    end
+  end
+  local okc, how = pcall(replies.compare, text, SYNC_IDS, { request_id = "r-1", attempts = 1, elapsed = 0.01 })
+  if not okc then error({ finding = "differential", message = tostring(how) }, 0) end
+  if how == "rows" then differential_stats.rows = differential_stats.rows + 1 end
+end
 local started = os.clock()
 local wall0 = os.time()
 local n = 0
@@ -169,6 +195,7 @@ while n < count do
     for _ = 1, R(1, 3) do text = mutate_text(text) end
     input = text
     ok, e = pcall(d.feed_text, d, status, text)
+    if ok then ok, e = pcall(differential, text) end
   end
   if not ok and type(e) == "table" and e.finding == "loop" and not os.getenv("FUZZ_STRICT") then
     -- known bug (docs/trust.md): Client:jobs pages forever when the server
@@ -195,3 +222,5 @@ for k, v in pairs(d.stats.by_kind) do kinds[#kinds + 1] = k .. "=" .. v end
 table.sort(kinds)
 print(("lua_fuzz: %d inputs (seed %d), 0 crashes, 0 uncaught Lua errors; %d mapped results, %d structured errors (%s); %d inputs hit the known ListJobs paging loop; %.1f s cpu")
   :format(n, seed, d.stats.rows, d.stats.errors, table.concat(kinds, " "), known_loops, os.clock() - started))
+print(("lua_fuzz: differential: %d texts decoded by the fast path as cjson decodes them, %d sync-command replies' rows built from the bytes as from cjson's decode")
+  :format(differential_stats.fast, differential_stats.rows))
