@@ -93,7 +93,7 @@ struct kp_engine {
   CURL **pool;                     /* reset easy handles ready for reuse */
   int pool_len, pool_cap;
   unsigned long long rng[2];        /* request-id source, see engine.c */
-  int quick;                       /* last wait's event came within SPIN_US */
+  int spin_credit;                 /* > 0: wait() polls before it sleeps */
   int closed;
 };
 

@@ -224,7 +224,7 @@ static int engine_new(lua_State *L) {
   e->done_head = e->done_tail = NULL;
   e->pool = NULL; e->pool_len = 0; e->pool_cap = 0; e->closed = 1;
   e->timer_due = -1;
-  e->quick = 0;
+  e->spin_credit = 0;
   e->poller.epfd = e->poller.wake_r = e->poller.wake_w = -1;
   e->poller.watches = NULL; e->poller.n_watches = 0; e->poller.buf = NULL; e->poller.cap = 0;
 
@@ -352,18 +352,22 @@ static long timer_ms(const kp_engine *e) {
 }
 
 /* Polls for up to SPIN_US without sleeping; returns what kp_poller_sleep
- * does (0: nothing came). Used while the last wait's event came quickly
- * (a server on this machine or the LAN answering at full speed):
- * a sleep then costs more than the wait itself (the wake-up, and often a
- * move to another CPU, while the server waits for the next request).
- * Once an event takes longer, the next waits sleep at once. */
+ * does (0: nothing came). Used while spinning has paid (e->spin_credit >
+ * 0): events come within a sleep's own wake-up time (a server on this
+ * machine or the LAN answering at full speed), and a sleep then costs
+ * more than the wait (the wake-up, and often a move to another CPU, while
+ * the server waits for the next request). A spin that finds something,
+ * or a sleep that ends within QUICK_US, earns a credit; a spin that finds
+ * nothing costs two: waits on a slower server, or on a machine too busy
+ * to answer that fast, soon sleep at once. */
 #define SPIN_US 50
 #define QUICK_US 200  /* a sleep's own wake-up takes tens of us */
+#define SPIN_CREDIT_MAX 4
 static int spin(kp_engine *e) {
   long long until = now_us() + SPIN_US;
   int n;
   do n = kp_poller_sleep(&e->poller, 0); while (n == 0 && now_us() < until);
-  e->quick = n != 0;
+  e->spin_credit += n != 0 ? 1 : -2;
   return n;
 }
 
@@ -382,12 +386,14 @@ static int engine_wait(lua_State *L) {
   if (t >= 0 && t < wait_ms) wait_ms = (int)t;
   /* a finished request waits to be reported: do not sleep */
   if (e->done_head) wait_ms = 0;
-  n = wait_ms > 0 && e->quick && e->n_inflight > 0 ? spin(e) : 0;
+  n = wait_ms > 0 && e->spin_credit > 0 && e->n_inflight > 0 ? spin(e) : 0;
   if (n == 0) {
     long long t0 = now_us();
     n = kp_poller_sleep(&e->poller, wait_ms);
-    e->quick = n > 0 && now_us() - t0 < QUICK_US;
+    if (n > 0 && now_us() - t0 < QUICK_US) e->spin_credit++;
   }
+  if (e->spin_credit > SPIN_CREDIT_MAX) e->spin_credit = SPIN_CREDIT_MAX;
+  if (e->spin_credit < -SPIN_CREDIT_MAX) e->spin_credit = -SPIN_CREDIT_MAX;
   if (n < 0) return luaL_error(L, "koophone engine: poll failed");
   lua_pushinteger(L, n);
   return 1;
