@@ -188,6 +188,27 @@ describe("koophone.batch", function()
     assert.equal("ok", other[1].status)
   end)
 
+  it("starts a fleet-sized batch from a collected heap: what the caller dropped is freed first", function()
+    -- the collector is stopped, and sync-command batches pay it no steps:
+    -- only the batch's own full collection can free `dropped`
+    local dropped = setmetatable({}, { __mode = "v" })
+    local from = batch.COLLECT_FROM
+    collectgarbage("stop")
+    local ok, report = pcall(function()
+      batch.COLLECT_FROM = 64
+      dropped[1] = assert(batch.run(client, "echo small", ids(63), { mode = "sync" }))
+      assert(batch.run(client, "echo small", ids(63), { mode = "sync" }))
+      assert.is_table(dropped[1]) -- fewer ids than COLLECT_FROM: no collection
+      local big = assert(batch.run(client, "echo big", ids(64), { mode = "sync" }))
+      return { big, dropped[1] == nil } -- read before the collector runs again
+    end)
+    batch.COLLECT_FROM = from
+    collectgarbage("restart")
+    assert(ok, report)
+    assert.equal(64, report[1].summary.ok)
+    assert.is_true(report[2], "the dropped report was still there")
+  end)
+
   it("gives each id of a chunk whose submit failed a row with status error", function()
     emu:add_fault { endpoint = "async-command", kind = "500", count = 1 }
     local list = ids(250)

@@ -348,8 +348,17 @@ end
 -- one queue and submit them; each task submitted is followed by its own
 -- coroutine (query, sleep, query); every request, submit or status query,
 -- holds one of `concurrency` slots while it is in flight.
+--- From this many ids, a batch starts with a full collection (see execute).
+M.COLLECT_FROM = 10000
+
 local function execute(client, op, ids, items, chunks, opts, jr)
   local engine = client.engine
+  -- A fleet-sized batch starts from a collected heap: what the caller
+  -- dropped (say the previous step's report, 50+ MB at 100,000 rows) is
+  -- freed before this batch's rows are built, so their memory is reused
+  -- instead of added to it. One full collection, tens of ms, against a
+  -- batch of seconds.
+  if #ids >= M.COLLECT_FROM then collectgarbage("collect") end
   local _, id_field = kind_info(client, op.kind)
   local conc = opts.concurrency or M.DEFAULT_CONCURRENCY
   local started = sched.now()
