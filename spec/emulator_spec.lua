@@ -300,6 +300,36 @@ describe("app install (POST /v1/instances/app/install)", function()
   end)
 end)
 
+describe("task and job records (retention)", function()
+  local emu
+  setup(function()
+    emu = emulator.start{ scenario = { durations = { default = 0.2 }, retention = 1 } }
+  end)
+  teardown(function() finish(emu) end)
+
+  -- a long-lived emulator serving 100,000-job runs must not grow for ever,
+  -- nor forget a task whose jobs a client still follows
+  it("keeps a task, and a restart's jobs, `retention` seconds after they end, then forgets them", function()
+    local _, b = emu:call("POST", "/v1/instances/async-command", { command = "ls", instance_ids = ids(3) })
+    local task = b.data.task_id
+    local base = "/v1/" .. emu.project_id .. "/cloud-phone"
+    local _, r = emu:call("POST", base .. "/phones/batch-restart", { phones = { { phone_id = "ph000001" } } })
+    sleep(0.8) -- jobs ended 0.6 s ago: still there
+    local s, t = emu:call("GET", "/v1/instances/tasks/" .. task)
+    assert.equal(200, s)
+    assert.equal(3, #t.data.jobs)
+    assert.equal(2, t.data.jobs[1].status)
+    local _, l = emu:call("GET", base .. "/jobs?request_id=" .. r.request_id)
+    assert.equal(1, #l.jobs)
+    sleep(1.2) -- 1.8 s after: gone, as a task that never was
+    s, t = emu:call("GET", "/v1/instances/tasks/" .. task)
+    assert.equal(400, s)
+    assert.equal("Task not found.", t.error_msg)
+    s = emu:call("GET", base .. "/jobs/" .. r.jobs[1].job_id)
+    assert.equal(404, s)
+  end)
+end)
+
 describe("CPH batch-restart, ShowJob and ListJobs", function()
   local emu, base
   local prop = '{"phone_num":"13666666666","imsi":"460021624617113","iccid":"42947a38410b137c","wifi_name":"test_wifi"}'

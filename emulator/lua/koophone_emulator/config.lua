@@ -29,6 +29,8 @@ M.defaults = {
   },
   latency = { default = 0 },
   durations = { default = 1.0 },
+  -- seconds a task's and its jobs' records are kept after the task ends
+  retention = 600,
   commands = {},
   fail_ratio = 0,
   overrides = {
@@ -79,7 +81,7 @@ M.merge = merge
 local function check(cfg)
   if type(cfg.token) ~= "string" or cfg.token == "" then error("config: token must be a non-empty string", 0) end
   if type(cfg.project_id) ~= "string" then error("config: project_id must be a string", 0) end
-  for _, k in ipairs { "seed", "token_ttl", "fail_ratio", "max_app_size_mb", "max_restart_phones", "max_sleep" } do
+  for _, k in ipairs { "seed", "token_ttl", "fail_ratio", "max_app_size_mb", "max_restart_phones", "max_sleep", "retention" } do
     if type(cfg[k]) ~= "number" then error("config: " .. k .. " must be a number", 0) end
   end
   if type(cfg.fleet) ~= "table" or type(cfg.fleet.instances) ~= "number" or type(cfg.fleet.phones) ~= "number" then

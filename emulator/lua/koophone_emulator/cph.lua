@@ -56,7 +56,7 @@ local function batch(cfg, kind, dur_name)
   ngx.update_time()
   local now = ngx.now()
   local dur_default = tonumber(cfg.durations[dur_name]) or tonumber(cfg.durations.default) or 1
-  local jobs, job_ids = {}, {}
+  local jobs, job_ids, last = {}, {}, now
   for i = 1, n do
     local id = phones[i].phone_id
     if not fleet.is_phone(cfg, id) then
@@ -75,12 +75,15 @@ local function batch(cfg, kind, dur_name)
         error_msg = o.status ~= 2 and o.error_msg or nil,
         execute_msg = o.execute_msg,
       }
-      J:set(job_id, util.encode(rec))
+      local kept, status, reply = util.keep(J, "job", job_id, util.encode(rec), rec.finish, cfg.retention)
+      if not kept then return status, reply end
       job_ids[#job_ids + 1] = job_id
+      if rec.finish > last then last = rec.finish end
       jobs[i] = { phone_id = id, job_id = job_id }
     end
   end
-  J:set("R:" .. request_id, table.concat(job_ids, ","))
+  local kept, status, reply = util.keep(J, "job", "R:" .. request_id, table.concat(job_ids, ","), last, cfg.retention)
+  if not kept then return status, reply end
   return 200, { request_id = request_id, jobs = jobs }
 end
 

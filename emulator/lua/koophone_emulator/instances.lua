@@ -60,8 +60,9 @@ local function task_op(cfg, name, on_job)
   local seed = cfg.seed
   local task_id = util.hex32(seed, "task", util.reserve("task", 1))
   local first = util.reserve("job", #ids)
-  local cmd_jobs = kp.create_task(cfg, task_id, ids, name,
+  local cmd_jobs, status, reply = kp.create_task(cfg, task_id, ids, name,
     function(i) return util.hex32(seed, "job", first + i - 1) end, kp.duration_of(cfg, name), { on_job = on_job })
+  if not cmd_jobs then return status, reply end
   return 200, { error_code = "0", error_msg = "ok", data = { task_id = task_id, cmd_jobs = cmd_jobs } }
 end
 

@@ -77,7 +77,8 @@ local function phase_json(job_id, status)
   return '{"job_id":' .. encode(job_id) .. ',"status":' .. status .. ',"error_code":"","error_msg":"","execute_msg":null}'
 end
 
--- create the jobs of a task; returns the cmd_jobs list.
+-- create the jobs of a task; returns the cmd_jobs list, or nil and the
+-- reply to send when the task store is full.
 -- opts.sdk: jobs are 0 (not run yet) for their first third, failures are 3;
 -- opts.on_job(id, outcome, now, finish) is called for each known instance.
 local function create_task(cfg, task_id, ids, cmd, job_id_of, default_duration, opts)
@@ -107,7 +108,8 @@ local function create_task(cfg, task_id, ids, cmd, job_id_of, default_duration, 
   end
   local value = format("%.3f", all_done) .. "\n" .. TASK_HEAD .. concat(finals, ",") .. TASK_TAIL
     .. "\n" .. concat(lines, "\n")
-  T:set(task_id, value)
+  local kept, status, reply = util.keep(T, "task", task_id, value, all_done, cfg.retention)
+  if not kept then return nil, status, reply end
   return cmd_jobs
 end
 M.create_task = create_task
@@ -127,8 +129,9 @@ function M.async(cfg)
   local seed = cfg.seed
   local task_id = util.hex32(seed, "task", util.reserve("task", 1))
   local first = util.reserve("job", #ids)
-  local cmd_jobs = create_task(cfg, task_id, ids, body.command,
+  local cmd_jobs, status, reply = create_task(cfg, task_id, ids, body.command,
     function(i) return util.hex32(seed, "job", first + i - 1) end, duration_of(cfg, "async-command"))
+  if not cmd_jobs then return status, reply end
   return 200, { error_code = "0", error_msg = "ok", data = { task_id = task_id, cmd_jobs = cmd_jobs } }
 end
 
@@ -207,9 +210,10 @@ function M.install(cfg)
       state.add_app(id, pkg, version, name, finish)
     end
   end
-  local cmd_jobs = create_task(cfg, task_id, ids, "install " .. body.object_name,
+  local cmd_jobs, status, reply = create_task(cfg, task_id, ids, "install " .. body.object_name,
     function(i) return util.b64id(seed, "install-job", first + i - 1) end, duration_of(cfg, "install"),
     { sdk = sdk, on_job = landed })
+  if not cmd_jobs then return status, reply end
   local data = { task_id = task_id, cmd_jobs = cmd_jobs }
   -- the SDK since 3.1.207 (InstallAppResponse.data: TaskDataResult) is flat
   if sdk then return 200, { error_code = "0", error_msg = "OK", data = data } end

@@ -90,6 +90,21 @@ end
 
 -- error bodies
 function M.err(code, msg) return { error_code = code, error_msg = msg } end
+
+--- Stores a task or job record until `retention` seconds (the scenario's)
+-- after `finish`: the vendor keeps them for days, but a long-lived
+-- emulator must not grow for ever. Never evicts another record (a
+-- forgotten task would leave its jobs "running" until the client gives
+-- up): when the store is full, returns nil and the reply that says so
+-- (503), for the caller to send instead of its own.
+function M.keep(dict, name, key, value, finish, retention)
+  local ttl = math.max(0.001, finish - ngx.now() + retention) -- 0 would mean for ever
+  local ok, err = dict:safe_set(key, value, ttl)
+  if ok then return true end
+  ngx.log(ngx.ERR, "emulator: ", name, " store: ", err)
+  return nil, 503, M.err("KOOPHONE.EMULATOR.STORE", ("the emulator's %s store is full (%s): records are kept %g s " ..
+    "after their task ends; POST /_emulator/reset or restart the emulator"):format(name, tostring(err), retention))
+end
 function M.iam_err(code, msg, title) return { error = { code = code, message = msg, title = title } } end
 
 -- read the request body; returns the string (possibly "")
