@@ -30,7 +30,7 @@ M.defaults = {
   latency = { default = 0 },
   durations = { default = 1.0 },
   -- seconds a task's and its jobs' records are kept after the task ends
-  retention = 600,
+  retention = 300,
   commands = {},
   fail_ratio = 0,
   overrides = {
