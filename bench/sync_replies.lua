@@ -52,15 +52,17 @@ M.show = show
 
 -- ---------------------------------------------------------------- generation
 
---- A generator of random cases: each call returns `text, ids, res` (a reply
--- body, the ids asked for, and what the transport adds: request_id,
--- attempts, elapsed).
+--- The pieces of a random JSON reply, over a private Park-Miller generator
+-- (the same cases on every Lua version): `rnd(a, b)`, `pick(t)`, `ws()`,
+-- `jstr(s, odd)` (a JSON string, escaped in valid ways), `text_value()`,
+-- `status_value()`, `key(k, odd)`, `object(fields, odd)`, `TEXTS`,
+-- `STATUS`, `OTHER` (also used by bench/task_replies.lua).
 -- @tparam number seed
--- @treturn function
-function M.generator(seed)
+-- @treturn table
+function M.pieces(seed)
+  local P = {}
   local state = seed % 2147483647
   if state <= 0 then state = state + 2147483646 end
-  -- a private Park-Miller generator: the same cases on every Lua version
   local function rnd(a, b)
     state = (state * 16807) % 2147483647
     local x = (state - 1) / 2147483646
@@ -69,12 +71,14 @@ function M.generator(seed)
     return a + math.floor(x * (b - a + 1))
   end
   local function pick(t) return t[rnd(#t)] end
+  P.rnd, P.pick = rnd, pick
 
   local WS = { "", "", "", "", "", " ", "\n", "\r\n  ", "\t" }
-  local function ws() if rnd() < 0.85 then return "" end return pick(WS) end
+  function P.ws() if rnd() < 0.85 then return "" end return pick(WS) end
+  local ws = P.ws
 
   -- a JSON string for s, escaped as cjson does or in other valid ways
-  local function jstr(s, odd)
+  function P.jstr(s, odd)
     local out = {}
     for i = 1, #s do
       local c = s:sub(i, i)
@@ -90,30 +94,32 @@ function M.generator(seed)
     end
     return '"' .. table.concat(out) .. '"'
   end
+  local jstr = P.jstr
 
-  local TEXTS = { "12", "12", "", "", "ok", "hello world", "line 1\nline 2", "a/b", "中文 é", 'say "hi"',
-                  "back\\slash", ("x"):rep(30), "tab\there", "x" }
+  P.TEXTS = { "12", "12", "", "", "ok", "hello world", "line 1\nline 2", "a/b", "中文 é", 'say "hi"',
+              "back\\slash", ("x"):rep(30), "tab\there", "x" }
   local ODD_TEXTS = { "null", "null", "5", "2.5", "true", "false", "{}", "[]", '{"a":1}', "[1,2]", '"\\ud83d\\ude00"',
                       '"\\u0000"', '"\\u4e2d\\u6587"', "-0", "1e2", '"\\x"', '"bad' }
-  local function text_value()
+  function P.text_value()
     local r = rnd()
-    if r < 0.85 then return jstr(pick(TEXTS), true) end
+    if r < 0.85 then return jstr(pick(P.TEXTS), true) end
     return pick(ODD_TEXTS)
   end
-  local STATUS = { "2", "2", "2", "2", "-1", "-1", "2.0", "-1.0", "2e0", '"2"', "0", "1", "3", "null", "20", "-10",
-                   "true", '"x"', "-0", "02", "2.5", "{}", "-" }
-  local function status_value()
+  P.STATUS = { "2", "2", "2", "2", "-1", "-1", "2.0", "-1.0", "2e0", '"2"', "0", "1", "3", "null", "20", "-10",
+               "true", '"x"', "-0", "02", "2.5", "{}", "-" }
+  function P.status_value()
     if rnd() < 0.8 then return rnd() < 0.7 and "2" or "-1" end
-    return pick(STATUS)
+    return pick(P.STATUS)
   end
-  local OTHER = { "5", '"extra"', "null", "[]", "{}", '{"instance_id":"x","status":2}', "[1,[2,[3]]]", "true",
-                  '"\\ud800"', "1.5", ("[" ):rep(40) .. ("]"):rep(40) }
-  local function key(k, odd)
+  P.OTHER = { "5", '"extra"', "null", "[]", "{}", '{"instance_id":"x","status":2}', "[1,[2,[3]]]", "true",
+              '"\\ud800"', "1.5", ("[" ):rep(40) .. ("]"):rep(40) }
+  function P.key(k, odd)
     if odd and #k >= 2 and rnd() < 0.05 then return '"' .. k:sub(1, 1) .. ("\\u%04x"):format(k:byte(2)) .. k:sub(3) .. '"' end
     return '"' .. k .. '"'
   end
+  local key = P.key
 
-  local function object(fields, odd) -- fields: { {key, value text}, ... }
+  function P.object(fields, odd) -- fields: { {key, value text}, ... }
     for i = #fields, 2, -1 do
       local j = rnd(i)
       fields[i], fields[j] = fields[j], fields[i]
@@ -122,6 +128,18 @@ function M.generator(seed)
     for i, f in ipairs(fields) do parts[i] = ws() .. key(f[1], odd) .. ws() .. ":" .. ws() .. f[2] .. ws() end
     return "{" .. table.concat(parts, ",") .. "}"
   end
+  return P
+end
+
+--- A generator of random cases: each call returns `text, ids, res` (a reply
+-- body, the ids asked for, and what the transport adds: request_id,
+-- attempts, elapsed).
+-- @tparam number seed
+-- @treturn function
+function M.generator(seed)
+  local P = M.pieces(seed)
+  local rnd, pick, ws, jstr, object = P.rnd, P.pick, P.ws, P.jstr, P.object
+  local text_value, status_value, TEXTS, OTHER = P.text_value, P.status_value, P.TEXTS, P.OTHER
 
   local function item(id, odd)
     local fields = {}

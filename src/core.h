@@ -72,8 +72,10 @@ typedef struct kp_request {
   char *date;                      /* the server's Date header (clock skew) */
   int state;
   int decode;                      /* decode the body as JSON */
-  int rows;                        /* a sync-command reply: rows for the
-                                      ids in the user value (cmd_rows.c) */
+  int rows;                        /* KP_ROWS_SYNC: a sync-command reply,
+                                      rows for the ids in the user value
+                                      (cmd_rows.c); KP_ROWS_TASK: a task
+                                      query's (job_rows.c) */
   CURLcode curl_code;
   long http_status;
   long request_size;               /* bytes of the request sent on the wire */
@@ -129,6 +131,17 @@ void kp_cmd_rows_push_decoder(lua_State *L); /* pushes the decoder */
  * path gives up (then decode s as any reply). */
 int kp_cmd_rows_decode(lua_State *L, int decoder, int ids, const char *s, size_t n);
 int kp_cmd_rows_open(lua_State *L);      /* sets "sync_reply" */
+
+/* job_rows.c: a task query's rows for the jobs that ended, from its bytes */
+enum { KP_ROWS_SYNC = 1, KP_ROWS_TASK = 2 };
+void kp_job_rows_push_decoder(lua_State *L); /* pushes the decoder */
+/* s decoded with the decoder at `decoder` for the task tables at `follow`
+ * ({jobs, job_of, not_started, id_field, later, root, seen}): 1 with the
+ * body, its rows (or nil), the changes of "not run yet" flags (or nil),
+ * the list's item count and how many job ids were new to `seen` pushed,
+ * or 0 and nothing pushed when the fast path gives up. */
+int kp_job_rows_decode(lua_State *L, int decoder, int follow, const char *s, size_t n);
+int kp_job_rows_open(lua_State *L);      /* sets "task_reply" */
 
 /* encode.c: a request's json, encoded straight into a buffer when plain */
 /* 1 with the JSON in *out (to free), or 0 (nothing to free): then cjson's */

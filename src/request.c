@@ -252,19 +252,25 @@ static void read_spec(lua_State *L, int t, kp_request *r, kp_spec *sp) {
   read_headers(L, t, r, sp->has_body);
 }
 
-/* spec.rows (the ids of a sync-command): kept in the request's user value
- * until the reply's rows are built from its bytes (src/cmd_rows.c). */
+/* spec.rows (the ids of a sync-command) or spec.job_rows (the tables of
+ * a task being queried): kept in the request's user value until the
+ * reply's rows are built from its bytes (src/cmd_rows.c, src/job_rows.c). */
 static void read_rows_ids(lua_State *L, int t, int req, kp_request *r) {
-  lua_getfield(L, t, "rows");
-  if (!lua_isnil(L, -1)) {
-    if (!lua_istable(L, -1)) luaL_error(L, "request field 'rows' must be a list of ids");
-    kp_getuservalue(L, req);
-    lua_pushvalue(L, -2);
-    lua_rawseti(L, -2, SLOT_ROWS);
+  static const char *const FIELD[] = { "rows", "job_rows" };
+  static const char *const WANT[] = { "a list of ids", "a task's tables" };
+  int kind;
+  for (kind = KP_ROWS_SYNC; kind <= KP_ROWS_TASK; kind++) {
+    lua_getfield(L, t, FIELD[kind - 1]);
+    if (!lua_isnil(L, -1)) {
+      if (!lua_istable(L, -1)) luaL_error(L, "request field '%s' must be %s", FIELD[kind - 1], WANT[kind - 1]);
+      kp_getuservalue(L, req);
+      lua_pushvalue(L, -2);
+      lua_rawseti(L, -2, SLOT_ROWS);
+      lua_pop(L, 1);
+      r->rows = kind;
+    }
     lua_pop(L, 1);
-    r->rows = 1;
   }
-  lua_pop(L, 1);
 }
 
 /* Sets the easy handle's options from a checked spec. Never raises. */
@@ -473,14 +479,26 @@ static void build_error(lua_State *L, kp_request *r) {
   set_num(L, "time", r->total_time);
 }
 
-/* A 2xx reply to a spec with `rows`, decoded with the sync-command rows
- * decoder (at `decoder`): 1 with res.body (and res.rows when the rows were
- * built) set, or 0 when the fast path gave up. The response is on top. */
-static int decode_with_rows(lua_State *L, kp_request *r, int decoder) {
+/* A 2xx reply to a spec with `rows` (or `job_rows`), decoded with the
+ * sync-command rows decoder at `cmd_decoder` (the task query's at
+ * `job_decoder`): 1 with
+ * res.body (and res.rows, res.job_changes, res.job_count, res.job_fresh
+ * when rows were built) set, or 0
+ * when the fast path gave up. The response is on top. */
+static int decode_with_rows(lua_State *L, kp_request *r, int cmd_decoder, int job_decoder) {
   int res = lua_gettop(L), ok;
   kp_getuservalue(L, 1);
   lua_rawgeti(L, -1, SLOT_ROWS);
-  ok = kp_cmd_rows_decode(L, decoder, -1, r->response.data, r->response.len);
+  if (r->rows == KP_ROWS_TASK) {
+    ok = kp_job_rows_decode(L, job_decoder, -1, r->response.data, r->response.len);
+    if (ok) {
+      lua_setfield(L, res, "job_fresh");
+      lua_setfield(L, res, "job_count");
+      lua_setfield(L, res, "job_changes");
+    }
+  } else {
+    ok = kp_cmd_rows_decode(L, cmd_decoder, -1, r->response.data, r->response.len);
+  }
   if (ok) {
     if (!lua_isnil(L, -1)) lua_setfield(L, res, "rows");
     else lua_pop(L, 1);
@@ -490,7 +508,7 @@ static int decode_with_rows(lua_State *L, kp_request *r, int decoder) {
   return ok;
 }
 
-static void build_response(lua_State *L, kp_request *r, int rows_decoder) {
+static void build_response(lua_State *L, kp_request *r, int cmd_decoder, int job_decoder) {
   lua_createtable(L, 0, 11);
   set_int(L, "status", r->http_status);
   set_str(L, "request_id", r->request_id);
@@ -502,7 +520,7 @@ static void build_response(lua_State *L, kp_request *r, int rows_decoder) {
   set_num(L, "connect_time", r->connect_time);
   if (r->response.len == 0) return;
   if (r->decode) {
-    if (r->rows && r->http_status >= 200 && r->http_status < 300 && decode_with_rows(L, r, rows_decoder))
+    if (r->rows && r->http_status >= 200 && r->http_status < 300 && decode_with_rows(L, r, cmd_decoder, job_decoder))
       return;
     if (kp_json_decode_fast(L, r->response.data, r->response.len)) {
       lua_setfield(L, -2, "body");
@@ -528,7 +546,8 @@ static void build_response(lua_State *L, kp_request *r, int rows_decoder) {
  *            decode_error, request_id, retry_after, subject_token, time,
  *            rows (spec.rows: when data.cmd_results became rows, which
  *            body.data.cmd_results then is too)}
- * Upvalue 1: the sync-command rows decoder (src/cmd_rows.c). 
+ * Upvalues 1, 2: the sync-command and the task query rows decoders
+ * (src/cmd_rows.c, src/job_rows.c). 
  * err: {kind, message, curl_code, sent, http_status?, request_id?} */
 static int request_response(lua_State *L) {
   kp_request *r = check_request(L, 1);
@@ -549,7 +568,7 @@ static int request_response(lua_State *L) {
     lua_insert(L, -2);
     return 2;
   }
-  build_response(L, r, lua_upvalueindex(1));
+  build_response(L, r, lua_upvalueindex(1), lua_upvalueindex(2));
   lua_pushvalue(L, -1);
   lua_rawseti(L, -3, SLOT_RESULT);
   kp_buf_free(&r->response);
@@ -599,7 +618,8 @@ int kp_request_open(lua_State *L) {
   lua_newtable(L);
   kp_setfuncs(L, methods, 0);
   kp_cmd_rows_push_decoder(L);
-  lua_pushcclosure(L, request_response, 1);
+  kp_job_rows_push_decoder(L);
+  lua_pushcclosure(L, request_response, 2);
   lua_setfield(L, -2, "response");
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, request_gc);

@@ -245,12 +245,14 @@ end
 -- error code may be spelt `errorCode` (docs/vendor.md), or, on
 -- ListInstances (SDK `InstanceBatchQueryRspData`), sit inside `data`.
 -- `shape` "none": the reply has no data (reboot). `rows_for` (sync-command's
--- ids): the reply's results may come back as rows already, `res.rows`.
-function Client:_koophone(method, path, body, opts, shape, rows_for)
+-- ids): the reply's results may come back as rows already, `res.rows`;
+-- likewise the ended jobs of a task query for `job_rows` (Client:_task_jobs).
+function Client:_koophone(method, path, body, opts, shape, rows_for, job_rows)
   local res, err = self.transport:request {
     method = method, url = self.endpoint .. path, json = body,
     request_id = opts and opts.request_id, timeout = opts and opts.timeout,
     deadline = opts and opts.timeout and core.now() + opts.timeout, rows = rows_for,
+    job_rows = job_rows,
   }
   if not res then return nil, err end
   local b = res.body
@@ -275,7 +277,7 @@ function Client:_koophone(method, path, body, opts, shape, rows_for)
 end
 
 -- A call to the CPH API (no envelope).
-function Client:_cph(method, path, body, opts)
+function Client:_cph(method, path, body, opts, job_rows)
   if not self.cph_endpoint then
     return nil, errors.validation("cph_endpoint", "is not configured (option cph_endpoint or KOOPHONE_CPH_ENDPOINT)")
   end
@@ -290,7 +292,7 @@ function Client:_cph(method, path, body, opts)
   local res, err = self.transport:request {
     method = method, url = self.cph_endpoint .. "/v1/" .. self.project_id .. path, json = body,
     request_id = opts and opts.request_id, timeout = opts and opts.timeout,
-    deadline = opts and opts.timeout and core.now() + opts.timeout,
+    deadline = opts and opts.timeout and core.now() + opts.timeout, job_rows = job_rows,
   }
   if not res then return nil, err end
   return res.body, res
@@ -510,14 +512,18 @@ function Client:query_task(task_id, opts)
 end
 
 -- The vendor's job items of a task (each a table with a job id), as they
--- came: a task builds each row once, when the job ends.
-function Client:_task_jobs(task_id, opts)
+-- came: a task builds each row once, when the job ends. With `follow` (the
+-- task's tables, see src/job_rows.c) a plain reply comes back as
+-- `{ rows = the ended jobs' rows, changes = ..., count = its items }`
+-- instead, its items never made (Task:_apply_rows).
+function Client:_task_jobs(task_id, opts, follow)
   local ok, err = validate.path_id("task_id", task_id)
   if ok then ok, err = check_call_opts(opts) end
   if not ok then return fail(err) end
-  local data, res = self:_koophone("GET", "/v1/instances/tasks/" .. task_id, nil, opts)
+  local data, res = self:_koophone("GET", "/v1/instances/tasks/" .. task_id, nil, opts, nil, nil, follow)
   if not data then return fail(res) end
   if type(data.jobs) ~= "table" then return fail(decode_fail(res, "reply has no 'jobs' list", true)) end
+  if res.rows then return { rows = res.rows, changes = res.job_changes, count = res.job_count } end
   local out = {}
   for _, j in ipairs(data.jobs) do
     if type(j) == "table" and rows.text(j.job_id) then out[#out + 1] = j end
@@ -585,8 +591,11 @@ local JOBS_QUERY = validate.set { "request_id", "request_ids", "offset", "limit"
 function Client:jobs(q) return self:_list_jobs(q, cph_job_row) end
 
 -- ListJobs, every page, each job given to `map` (a task takes the vendor's
--- items as they are: it builds each row once, when the job ends).
-function Client:_list_jobs(q, map)
+-- items as they are: it builds each row once, when the job ends). With
+-- `follow` (a task's tables, see src/job_rows.c) plain pages come back as
+-- `{ rows = the ended jobs' rows, changes = ..., count = the items they
+-- had, items = the items of the pages after the first that was not plain }`.
+function Client:_list_jobs(q, map, follow)
   if type(q) ~= "table" then return fail(errors.validation("query", "must be a table {request_id=...}")) end
   local known, kerr = validate.known_keys("query field", q, JOBS_QUERY)
   if not known then return fail(kerr) end
@@ -609,13 +618,32 @@ function Client:_list_jobs(q, map)
   if not ok then return fail(err) end
   local key = #ids == 1 and "request_id=" or "request_ids="
   local out, seen, pages = {}, {}, 0
+  local fast -- the rows built from plain pages' bytes
+  if follow then -- one listing's own `seen` (a task may be queried twice at once)
+    follow = { jobs = follow.jobs, job_of = follow.job_of, not_started = follow.not_started,
+               id_field = follow.id_field, later = follow.later, root = true, seen = seen }
+  end
   while true do
     local path = ("/cloud-phone/jobs?%s%s&offset=%d&limit=%d"):format(key, table.concat(ids, ","), offset, limit)
-    local body, res = self:_cph("GET", path, nil, { timeout = q.timeout, request_id = q.request_id_header })
+    local body, res = self:_cph("GET", path, nil, { timeout = q.timeout, request_id = q.request_id_header }, follow)
     if not body then return fail(res) end
     if type(body.jobs) ~= "table" then return fail(decode_fail(res, "reply has no 'jobs' list", true)) end
     local n, fresh = #body.jobs, 0
-    for i = 1, n do
+    if res.rows then
+      -- the page's items were read in C (their job ids are in `seen`)
+      n, fresh = res.job_count, res.job_fresh
+      fast = fast or { rows = {}, items = out, count = 0 }
+      fast.count = fast.count + n
+      local list = fast.rows
+      for i = 1, #res.rows do list[#list + 1] = res.rows[i] end
+      if res.job_changes then
+        fast.changes = fast.changes or {}
+        for id, zero in pairs(res.job_changes) do fast.changes[id] = zero end
+      end
+    else
+      follow = nil -- the pages after one that was not plain are read by this path too
+    end
+    for i = 1, res.rows and 0 or n do
       local j = body.jobs[i]
       if type(j) == "table" then
         local job_key = rows.text(j.job_id)
@@ -638,7 +666,7 @@ function Client:_list_jobs(q, map)
       return fail(decode_fail(res, "ListJobs kept returning full pages (1,000 pages, " .. #out .. " jobs)", true))
     end
   end
-  return out
+  return fast or out
 end
 
 --- Advances every transfer of this client's engine without blocking and

@@ -211,8 +211,11 @@ end
 --   which no retry starts), `retries`, `no_auth` (send no credentials),
 --   `no_project` (AK/SK: sign without `X-Project-Id`), `rows` (the ids of a
 --   sync-command: its reply's `data.cmd_results`, when plain, become result
---   rows in C, `res.rows`; see `engine:submit` in docs/core.md)
--- @treturn table|nil response `{status, body, request_id, attempts, time, rows}`
+--   rows in C, `res.rows`; see `engine:submit` in docs/core.md), `job_rows`
+--   (a task's `{jobs, job_of, not_started, id_field}`: the ended jobs of its
+--   query's `data.jobs`, when plain, become rows, `res.rows`, and
+--   `res.job_changes`)
+-- @treturn table|nil response `{status, body, request_id, attempts, time, rows, job_changes}`
 -- @treturn table|nil err
 function Transport:request(spec)
   local method = spec.method or (spec.json and "POST" or "GET")
@@ -264,7 +267,7 @@ function Transport:request(spec)
     for i = n + 1, #headers do headers[i] = nil end
     c.url, c.method = spec.url, method
     if body then c.body = body else c.json = spec.json end
-    c.rows = spec.rows
+    c.rows, c.job_rows = spec.rows, spec.job_rows
     c.timeout = spec.timeout and math.floor(spec.timeout * 1000) or self.timeout_ms
     if spec.deadline then -- no attempt outlives the call's deadline
       local left = math.floor((spec.deadline - sched.now()) * 1000)
@@ -272,7 +275,7 @@ function Transport:request(spec)
     end
     local sent_at = sched.now()
     local submitted, req = pcall(self.engine.submit, self.engine, c)
-    c.json, c.body, c.rows = nil, nil, nil
+    c.json, c.body, c.rows, c.job_rows = nil, nil, nil, nil
     if not submitted then
       -- an engine shared with a client that closed it: an expected failure
       if tostring(req):find("engine is closed", 1, true) then
