@@ -87,6 +87,58 @@ describe("promises", function()
     assert.equal(4, #got[2])
   end)
 
+  it("two coroutines waiting on one task share its status queries", function()
+    local function requests_for(waiters)
+      local task = assert(client:async_command("sleep 1", ids(4)))
+      local before = client.transport.stats.requests
+      local got = {}
+      for k = 1, waiters do
+        koophone.spawn(function() got[k] = assert(task:wait { timeout = 10 }) end)
+      end
+      assert.is_true(koophone.run(15))
+      for k = 1, waiters do assert.equal("ok", got[k][4].status) end
+      return client.transport.stats.requests - before
+    end
+    local alone, both = requests_for(1), requests_for(2)
+    -- each query once (a sleep that ends as a query starts may add one)
+    assert.is_true(both <= alone + 1, ("one waiter: %d queries, two: %d"):format(alone, both))
+  end)
+
+  it("a wait that times out ends that wait only: another waiter, or a later wait, sees the jobs end", function()
+    local task = assert(client:async_command("sleep 1", ids(3)))
+    local short, long = {}, {}
+    koophone.spawn(function() short = { task:wait { timeout = 0.3 } } end)
+    koophone.spawn(function() long = { task:wait { timeout = 10 } } end)
+    assert.is_true(koophone.run(15))
+    assert.is_nil(short[1])
+    assert.equal("timeout", short[3].kind)
+    assert.same({ "timeout", true }, { short[3].rows[1].status, short[3].rows[1].maybe_executed })
+    assert.equal("ok", long[1][1].status)
+    -- and alone: a wait that gave up leaves the task to the next one
+    task = assert(client:async_command("sleep 1", ids(2)))
+    local rows, _, err = task:wait { timeout = 0.2 }
+    assert.is_nil(rows)
+    assert.equal("timeout", err.rows[2].status)
+    rows = assert(task:wait { timeout = 10 })
+    assert.same({ "ok", "ok" }, { rows[1].status, rows[2].status })
+  end)
+
+  it("a waiter abandoned in the middle of a status query holds another up for at most Task.SHARE_QUERY", function()
+    local Task = require "koophone.task"
+    emu:config { latency = { task = 3 } } -- status queries take 3 s
+    local task = assert(client:async_command("sleep 0", ids(2)))
+    local abandoned = loop.new()
+    abandoned:spawn(function() task:wait { timeout = 30 } end)
+    local t0 = core.now()
+    repeat abandoned:step() until task.querying or core.now() - t0 > 5
+    assert.is_number(task.querying) -- its query is in flight; its loop is never stepped again
+    local rows = assert(task:wait { timeout = 20 })
+    local took = core.now() - t0
+    assert.same({ "ok", "ok" }, { rows[1].status, rows[2].status })
+    -- its own query after SHARE_QUERY (1 s), answered 3 s later
+    assert.is_true(took < Task.SHARE_QUERY + 3 + 1.5, ("took %.2fs"):format(took))
+  end)
+
   it("closing a client inside koophone.spawn leaves the other coroutines running", function()
     local other = assert(koophone.new { token = emu.token, endpoint = emu.url, poll_interval = 0.1 })
     local done = {}

@@ -17,6 +17,12 @@
 --   ended, with few queries for long jobs; `Retry-After` is honoured by
 --   the transport. Outside a scheduler it blocks
 --   in the engine (no busy loop); inside `koophone.spawn` it yields.
+-- * Waiters of one task (coroutines, OpenResty handlers sharing the task
+--   object) share its status queries: a query in flight is not sent again
+--   (for at most `Task.SHARE_QUERY` seconds: its waiter may have been
+--   abandoned). A wait that times out ends that wait only — its rows show
+--   the running jobs as "timeout" — and the task goes on: another waiter,
+--   or a later `wait`, still sees its jobs end.
 --
 -- Rows list every id exactly once, in the order given (see `koophone.rows`).
 -- Command and install tasks are queried with `GET /v1/instances/tasks/{id}`,
@@ -294,6 +300,23 @@ function Task:poll()
   return self.finished, self:results()
 end
 
+-- The rows so far with every running id as "timeout", for a wait that
+-- ends before the task does: the task itself goes on (another waiter, or
+-- a later wait, may still see its jobs end).
+function Task:_timeout_rows()
+  local out, elapsed = {}, sched.now() - self.started
+  for i, id in ipairs(self.order) do
+    local row = self.rows[id]
+    if not row then
+      row = self:_running_row(id) -- a new table: the task keeps none
+      row.status, row.maybe_executed = "timeout", true -- submitted, and perhaps still running
+      row.message, row.elapsed = "still running when the wait ended", elapsed
+    end
+    out[i] = row
+  end
+  return out
+end
+
 --- Marks every running row as timed out and finishes the task.
 -- @treturn {table,...} rows
 function Task:expire()
@@ -352,12 +375,21 @@ function Task:wait(opts)
   if opts.max_interval then self.max_interval = opts.max_interval end
   if opts.ratio then self.ratio = opts.ratio end
   local timeout = opts.timeout or self.client.task_timeout
-  return self:_follow(sched.now() + timeout, timeout, opts.on_progress)
+  return self:_follow(sched.now() + timeout, timeout, opts.on_progress, nil, true)
 end
 
+--- How long (seconds) a waiter leaves the status query another waiter of
+-- the same task has in flight to it before it queries itself (a waiter
+-- may be abandoned mid-query: its coroutine never resumed again).
+Task.SHARE_QUERY = 1
+
 -- Query, sleep, query: until no job runs or `deadline`. `gate` (a
--- `koophone.loop` semaphore) is held for each query: a batch's request slots.
-function Task:_follow(deadline, timeout, on_progress, gate)
+-- `koophone.loop` semaphore) is held for each query: a batch's request
+-- slots. At `deadline` the task expires (the batch's way), or, with
+-- `keep` (Task:wait's), only this wait ends: its rows show the running
+-- jobs as "timeout", and the task goes on for other waiters. Waiters of
+-- one task share its status queries: one in flight is not sent again.
+function Task:_follow(deadline, timeout, on_progress, gate, keep)
   local engine = self.client.engine
   local total = #self.order
   while not self.finished do
@@ -367,17 +399,24 @@ function Task:_follow(deadline, timeout, on_progress, gate)
     end
     local t = sched.now()
     if t >= deadline then
-      local rs = self:expire()
+      local rs = keep and self:_timeout_rows() or self:expire()
       return errors.fail(errors.new { kind = "timeout", rows = rs, task_id = self.id,
         message = ("task %s: jobs still running after %gs"):format(self.id, timeout) })
     end
-    if t < self.next_due then
+    local asked = self.querying
+    if asked and t < asked + Task.SHARE_QUERY then
+      -- another waiter's query is in flight: its answer is this one's too
+      sched.sleep(engine, math.min(0.02, deadline - t))
+    elseif t < self.next_due then
       sched.sleep(engine, math.min(self.next_due, deadline) - t)
     else
       if gate then gate:acquire() end
       -- bounded by the wait's own deadline: a stalled status query must
       -- not hold the caller past `timeout`
+      local mine = sched.now()
+      self.querying = mine
       local jobs, err = self:_query(math.max(0.001, deadline - t))
+      if self.querying == mine then self.querying = nil end
       if gate then gate:release() end
       if not self.finished then self:_query_done(jobs, err) end
       -- in a batch, the collector is paid for each reply as it comes: a
