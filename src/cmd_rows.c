@@ -17,12 +17,12 @@
 /* Upvalues of the decoder: keys and values of a row, and of the reply. */
 enum {
   U_ID = 1, U_INSTANCE_ID, U_STATUS, U_VENDOR_STATUS, U_OUTPUT, U_CODE, U_MESSAGE, U_JOB_ID,
-  U_OK, U_FAILED, U_DATA, U_CMD_RESULTS, U_COUNT = U_CMD_RESULTS
+  U_OK, U_FAILED, U_COUNT = U_FAILED
 };
 
 static const char *const UPVALUES[U_COUNT] = {
   "id", "instance_id", "status", "vendor_status", "output", "code", "message", "job_id",
-  "ok", "failed", "data", "cmd_results"
+  "ok", "failed"
 };
 
 #define PUSH_UP(L, u) lua_pushvalue((L), lua_upvalueindex(u))
@@ -51,14 +51,6 @@ typedef struct item {
   int have[F_TEXTS];               /* the text is in its stack slot */
 } item;
 
-/* 1 when the bytes at p are the key `k` (with its closing quote, n bytes
- * in all): p is then past them. */
-static int key_is(kp_fast *f, const char *p, const char *k, size_t n) {
-  if ((size_t)(f->end - p) < n || memcmp(p, k, n) != 0) return 0;
-  f->p = p + n;
-  return 1;
-}
-
 /* The key at p (a '"'): which field of an item it names, p past it; or -1
  * when it is not a plain string (escapes are left to the ordinary path).
  * The usual keys are matched in place, without a scan first. */
@@ -67,13 +59,13 @@ static int item_key(kp_fast *f) {
   size_t n;
   if (p < f->end) {
     switch (*p) {
-      case 'i': if (key_is(f, p, "instance_id\"", 12)) return F_ID; break;
-      case 's': if (key_is(f, p, "status\"", 7)) return F_STATUS; break;
-      case 'j': if (key_is(f, p, "job_id\"", 7)) return F_JOB_ID; break;
+      case 'i': if (kp_fast_key(f, p, "instance_id\"", 12)) return F_ID; break;
+      case 's': if (kp_fast_key(f, p, "status\"", 7)) return F_STATUS; break;
+      case 'j': if (kp_fast_key(f, p, "job_id\"", 7)) return F_JOB_ID; break;
       case 'e':
-        if (key_is(f, p, "execute_msg\"", 12)) return F_OUTPUT;
-        if (key_is(f, p, "error_code\"", 11)) return F_CODE;
-        if (key_is(f, p, "error_msg\"", 10)) return F_MESSAGE;
+        if (kp_fast_key(f, p, "execute_msg\"", 12)) return F_OUTPUT;
+        if (kp_fast_key(f, p, "error_code\"", 11)) return F_CODE;
+        if (kp_fast_key(f, p, "error_msg\"", 10)) return F_MESSAGE;
         break;
       default: break;
     }
@@ -95,19 +87,6 @@ static int status_value(kp_fast *f) {
   if ((next >= '0' && next <= '9') || next == '.' || next == 'e' || next == 'E') return 0;
   f->p += len;
   return v;
-}
-
-/* A text field: 1 with a non-empty string put in stack slot `slot`, 0 for
- * "" and null (no field in the row), -1 for anything else. */
-static int text_value(kp_fast *f, int slot) {
-  if (f->p >= f->end) return -1;
-  if (*f->p == '"') {
-    if (f->end - f->p >= 2 && f->p[1] == '"') { f->p += 2; return 0; }
-    if (!kp_fast_string(f)) return -1; /* escapes are unescaped, never to "" */
-    lua_replace(f->L, slot);
-    return 1;
-  }
-  return kp_fast_word(f, "null", 4) ? 0 : -1;
 }
 
 /* The item's instance_id: 1 when it is the id asked for, byte for byte,
@@ -141,7 +120,7 @@ static int item_value(kp_fast *f, int field, const char *id, size_t id_len, int 
       lua_pop(f->L, 1);
       return 1;
     default:
-      if ((got = text_value(f, texts + field)) < 0) return 0;
+      if ((got = kp_fast_text(f, texts + field)) < 0) return 0;
       it->have[field] = got;
       return 1;
   }
@@ -198,7 +177,8 @@ static void push_row(lua_State *L, int id, int texts, const item *it) {
 
 /* The results list at p as rows, one per id: 1 and the list pushed, or 0
  * (the stack has grown: the hook resets it). */
-static int read_rows(kp_fast *f, const results *c, int texts) {
+static int read_rows(kp_fast *f, void *data, int texts) {
+  const results *c = (const results *)data;
   lua_State *L = f->L;
   int i, list;
   if (f->p >= f->end || *f->p != '[') return 0;
@@ -224,53 +204,19 @@ static int read_rows(kp_fast *f, const results *c, int texts) {
   return 1;
 }
 
+static const char *const PATH[] = { "data", "cmd_results" };
+
 /* The hook on data.cmd_results: its items as rows when all are plain (the
  * list is also remembered as the last rows built), else 0 with nothing
- * read. Items sit two levels below the hooked key (the list, the item):
- * depth counts them, so that nesting is limited as in the ordinary path. */
+ * read. Slots for an item's texts. */
 static int rows_hook(kp_fast *f) {
   const results *c = (const results *)f->hook_data;
-  lua_State *L = f->L;
-  const char *start = f->p;
-  int top = lua_gettop(L), ok;
-  if (!lua_checkstack(L, F_TEXTS + 16)) return 0;
-  lua_settop(L, top + F_TEXTS); /* slots for an item's texts */
-  f->depth += 2;
-  ok = read_rows(f, c, top + 1);
-  f->depth -= 2;
-  if (!ok) {
-    lua_settop(L, top);
-    f->p = start;
-    return 0;
-  }
-  lua_pushvalue(L, -1);
-  lua_replace(L, c->rows);
-  lua_replace(L, top + 1);
-  lua_settop(L, top + 1);
-  return 1;
-}
-
-/* 1 when `rows` (a stack index) is the body's data.cmd_results: then the
- * rows are the reply's (a later duplicate key may have replaced them). */
-static int rows_are_results(lua_State *L, int body, int rows) {
-  int same = 0;
-  if (lua_type(L, body) != LUA_TTABLE || lua_isnil(L, rows)) return 0;
-  PUSH_UP(L, U_DATA);
-  lua_rawget(L, body);
-  if (lua_type(L, -1) == LUA_TTABLE) {
-    PUSH_UP(L, U_CMD_RESULTS);
-    lua_rawget(L, -2);
-    same = lua_rawequal(L, -1, rows);
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 1);
-  return same;
+  return kp_fast_hook_list(f, F_TEXTS, c->rows, read_rows, f->hook_data);
 }
 
 /* Under lua_pcall: (span, ids) -> body, rows | body, nil; nothing when the
  * fast path gives up. */
 static int decode_reply(lua_State *L) {
-  static const char *const PATH[] = { "data", "cmd_results" };
   const kp_span *in = (const kp_span *)lua_touserdata(L, 1);
   results c;
   kp_fast f;
@@ -287,27 +233,14 @@ static int decode_reply(lua_State *L) {
     f.hook_data = &c;
   }
   if (!kp_fast_document(&f)) return 0;
-  if (rows_are_results(L, lua_gettop(L), c.rows)) lua_pushvalue(L, c.rows);
+  /* the rows are the reply's unless a later duplicate key replaced them */
+  if (kp_fast_is_at(L, lua_gettop(L), c.rows, PATH, 2)) lua_pushvalue(L, c.rows);
   else lua_pushnil(L);
   return 2;
 }
 
 int kp_cmd_rows_decode(lua_State *L, int decoder, int ids, const char *s, size_t n) {
-  kp_span in;
-  int top = lua_gettop(L);
-  decoder = kp_absindex(L, decoder);
-  ids = kp_absindex(L, ids);
-  in.s = s;
-  in.n = n;
-  if (!lua_checkstack(L, 4)) return 0;
-  lua_pushvalue(L, decoder);
-  lua_pushlightuserdata(L, &in);
-  lua_pushvalue(L, ids);
-  if (lua_pcall(L, 2, 2, 0) != 0 || lua_isnil(L, -2)) {
-    lua_settop(L, top);
-    return 0;
-  }
-  return 1;
+  return kp_fast_run(L, decoder, ids, s, n, 2);
 }
 
 /* core.sync_reply(s, ids) -> body, rows | body | nil
@@ -316,24 +249,10 @@ int kp_cmd_rows_decode(lua_State *L, int decoder, int ids, const char *s, size_t
  * rows (then body.data.cmd_results is that list too), to be completed by
  * koophone.rows.finish. For checking the path against the reference one
  * (bench/rows_check.lua). */
-static int core_sync_reply(lua_State *L) {
-  size_t n;
-  const char *s = luaL_checklstring(L, 1, &n);
-  luaL_checktype(L, 2, LUA_TTABLE);
-  if (!kp_cmd_rows_decode(L, lua_upvalueindex(1), 2, s, n)) {
-    lua_pushnil(L);
-    return 1;
-  }
-  if (!lua_isnil(L, -1)) return 2;
-  lua_pop(L, 1);
-  return 1;
-}
+static int core_sync_reply(lua_State *L) { return kp_fast_reply(L, 2); }
 
 void kp_cmd_rows_push_decoder(lua_State *L) {
-  int k;
-  luaL_checkstack(L, U_COUNT, "cmd_rows");
-  for (k = 0; k < U_COUNT; k++) lua_pushstring(L, UPVALUES[k]);
-  lua_pushcclosure(L, decode_reply, U_COUNT);
+  kp_fast_push_reader(L, decode_reply, UPVALUES, U_COUNT);
 }
 
 int kp_cmd_rows_open(lua_State *L) {

@@ -72,4 +72,32 @@ static inline int kp_fast_next(kp_fast *f, char close) {
   return 1;
 }
 
+/* hooks.c: what the readers behind the hook share (cmd_rows.c, job_rows.c) */
+
+/* 1 when the bytes at p are the key `k` (with its closing quote, n bytes
+ * in all): f->p is then past them. */
+int kp_fast_key(kp_fast *f, const char *p, const char *k, size_t n);
+/* A text field at p: 1 with a non-empty string put in stack slot `slot`,
+ * 0 for "" and null (no field), -1 for anything else. */
+int kp_fast_text(kp_fast *f, int slot);
+/* Reads the list at the hooked key into rows: `read(f, data, first)` gets
+ * `slots` stack slots from `first` and leaves the list pushed (1), or
+ * fails (0). 1 with the list pushed and also put in stack slot `rows` (the
+ * last rows built), or 0 with the position and the stack as they were. */
+typedef int (*kp_list_reader)(kp_fast *f, void *data, int first);
+int kp_fast_hook_list(kp_fast *f, int slots, int rows, kp_list_reader read, void *data);
+/* 1 when the value at `value` (not nil) is body[path[0]]...[path[keys-1]]
+ * (raw): the rows a hook built are the reply's, not replaced by a later
+ * duplicate key. */
+int kp_fast_is_at(lua_State *L, int body, int value, const char *const *path, int keys);
+/* reader(span of s, arg) under lua_pcall: 1 with its `nresults` results
+ * pushed, or 0 and nothing pushed when it raised or its first is nil. */
+int kp_fast_run(lua_State *L, int reader, int arg, const char *s, size_t n, int nresults);
+/* Pushes fn as a closure whose upvalues are the strings names[0 .. count). */
+void kp_fast_push_reader(lua_State *L, lua_CFunction fn, const char *const *names, int count);
+/* The body of core.sync_reply and core.task_reply (s, arg), with the
+ * reader as upvalue 1: its `nresults` results when rows were built (the
+ * second is not nil), the body alone when not, nil when it gave up. */
+int kp_fast_reply(lua_State *L, int nresults);
+
 #endif

@@ -22,12 +22,12 @@
 /* Upvalues of the decoder: keys and values of a row, and of the reply. */
 enum {
   U_ID = 1, U_STATUS, U_VENDOR_STATUS, U_OUTPUT, U_CODE, U_MESSAGE, U_JOB_ID,
-  U_OK, U_FAILED, U_DATA, U_JOBS, U_COUNT = U_JOBS
+  U_OK, U_FAILED, U_COUNT = U_FAILED
 };
 
 static const char *const UPVALUES[U_COUNT] = {
   "id", "status", "vendor_status", "output", "code", "message", "job_id",
-  "ok", "failed", "data", "jobs"
+  "ok", "failed"
 };
 
 #define PUSH_UP(L, u) lua_pushvalue((L), lua_upvalueindex(u))
@@ -63,14 +63,6 @@ typedef struct item {
 
 #define NO_STATUS 9
 
-/* 1 when the bytes at p are the key `k` (with its closing quote, n bytes
- * in all): p is then past them. */
-static int key_is(kp_fast *f, const char *p, const char *k, size_t n) {
-  if ((size_t)(f->end - p) < n || memcmp(p, k, n) != 0) return 0;
-  f->p = p + n;
-  return 1;
-}
-
 /* The key at p (a '"'): which field of an item it names, p past it; or -1
  * when it is not a plain string (escapes are left to the ordinary path). */
 static int item_key(kp_fast *f) {
@@ -78,12 +70,12 @@ static int item_key(kp_fast *f) {
   size_t n;
   if (p < f->end) {
     switch (*p) {
-      case 'j': if (key_is(f, p, "job_id\"", 7)) return F_JOB_ID; break;
-      case 's': if (key_is(f, p, "status\"", 7)) return F_STATUS; break;
+      case 'j': if (kp_fast_key(f, p, "job_id\"", 7)) return F_JOB_ID; break;
+      case 's': if (kp_fast_key(f, p, "status\"", 7)) return F_STATUS; break;
       case 'e':
-        if (key_is(f, p, "execute_msg\"", 12)) return F_OUTPUT;
-        if (key_is(f, p, "error_code\"", 11)) return F_CODE;
-        if (key_is(f, p, "error_msg\"", 10)) return F_MESSAGE;
+        if (kp_fast_key(f, p, "execute_msg\"", 12)) return F_OUTPUT;
+        if (kp_fast_key(f, p, "error_code\"", 11)) return F_CODE;
+        if (kp_fast_key(f, p, "error_msg\"", 10)) return F_MESSAGE;
         break;
       default: break;
     }
@@ -107,19 +99,6 @@ static int status_value(kp_fast *f) {
   return v;
 }
 
-/* A text field (or the job id): 1 with a non-empty string put in stack
- * slot `slot`, 0 for "" and null (no field), -1 for anything else. */
-static int text_value(kp_fast *f, int slot) {
-  if (f->p >= f->end) return -1;
-  if (*f->p == '"') {
-    if (f->end - f->p >= 2 && f->p[1] == '"') { f->p += 2; return 0; }
-    if (!kp_fast_string(f)) return -1; /* escapes are unescaped, never to "" */
-    lua_replace(f->L, slot);
-    return 1;
-  }
-  return kp_fast_word(f, "null", 4) ? 0 : -1;
-}
-
 /* The value of one key of an item, into `it`: 1, or 0 when not plain.
  * Duplicate keys: the last wins, as with cjson. */
 static int item_value(kp_fast *f, int field, int slots, item *it) {
@@ -133,7 +112,7 @@ static int item_value(kp_fast *f, int field, int slots, item *it) {
     lua_pop(f->L, 1);
     return 1;
   }
-  if ((got = text_value(f, slots + field)) < 0) return 0;
+  if ((got = kp_fast_text(f, slots + field)) < 0) return 0;
   it->have[field] = got;
   return 1;
 }
@@ -247,7 +226,8 @@ static int apply_item(lua_State *L, follow *c, int list, int *n, int slots, cons
 
 /* The jobs list at p: 1 with the rows of the ended jobs pushed, or 0 (the
  * stack has grown: the hook resets it). */
-static int read_jobs(kp_fast *f, follow *c, int slots) {
+static int read_jobs(kp_fast *f, void *data, int slots) {
+  follow *c = (follow *)data;
   lua_State *L = f->L;
   int list, n = 0, more;
   if (f->p >= f->end || *f->p != '[') return 0;
@@ -273,9 +253,7 @@ static int read_jobs(kp_fast *f, follow *c, int slots) {
 static int jobs_hook(kp_fast *f) {
   follow *c = (follow *)f->hook_data;
   lua_State *L = f->L;
-  const char *start = f->p;
-  int top = lua_gettop(L), ok;
-  if (!lua_checkstack(L, F_SLOTS + 16)) return 0;
+  if (!lua_checkstack(L, 2)) return 0;
   lua_pushnil(L);
   lua_replace(L, c->changes);
   if (!lua_isnil(L, c->seen)) {
@@ -283,40 +261,8 @@ static int jobs_hook(kp_fast *f) {
     lua_replace(L, c->page_seen);
   }
   c->count = c->fresh = 0;
-  lua_settop(L, top + F_SLOTS); /* slots for an item's texts and job id */
-  f->depth += 2;
-  ok = read_jobs(f, c, top + 1);
-  f->depth -= 2;
-  if (!ok) {
-    lua_settop(L, top);
-    f->p = start;
-    return 0;
-  }
-  lua_pushvalue(L, -1);
-  lua_replace(L, c->rows);
-  lua_replace(L, top + 1);
-  lua_settop(L, top + 1);
-  return 1;
-}
-
-/* 1 when `rows` (a stack index) is the body's jobs list (data.jobs, or
- * jobs at the root: `keys` of PATH's tail). */
-static int rows_are_jobs(lua_State *L, int body, int rows, int keys) {
-  int same = 0;
-  if (lua_type(L, body) != LUA_TTABLE || lua_isnil(L, rows)) return 0;
-  lua_pushvalue(L, body);
-  if (keys == 2) {
-    PUSH_UP(L, U_DATA);
-    lua_rawget(L, body);
-  }
-  if (lua_type(L, -1) == LUA_TTABLE) {
-    PUSH_UP(L, U_JOBS);
-    lua_rawget(L, -2);
-    same = lua_rawequal(L, -1, rows);
-    lua_pop(L, 1);
-  }
-  lua_pop(L, keys == 2 ? 2 : 1);
-  return same;
+  /* slots for an item's texts and job id */
+  return kp_fast_hook_list(f, F_SLOTS, c->rows, read_jobs, c);
 }
 
 /* seen[job] = true for each job id of the list whose rows are the reply's */
@@ -366,7 +312,8 @@ static int decode_reply(lua_State *L) {
   f.hook_keys = root ? 1 : 2;
   f.hook_data = &c;
   if (!kp_fast_document(&f)) return 0;
-  if (rows_are_jobs(L, lua_gettop(L), c.rows, f.hook_keys)) {
+  /* the rows are the reply's unless a later duplicate key replaced them */
+  if (kp_fast_is_at(L, lua_gettop(L), c.rows, f.hook_path, f.hook_keys)) {
     add_seen(L, &c);
     lua_pushvalue(L, c.rows);
     lua_pushvalue(L, c.changes);
@@ -379,21 +326,7 @@ static int decode_reply(lua_State *L) {
 }
 
 int kp_job_rows_decode(lua_State *L, int decoder, int follow_idx, const char *s, size_t n) {
-  kp_span in;
-  int top = lua_gettop(L);
-  decoder = kp_absindex(L, decoder);
-  follow_idx = kp_absindex(L, follow_idx);
-  in.s = s;
-  in.n = n;
-  if (!lua_checkstack(L, 4)) return 0;
-  lua_pushvalue(L, decoder);
-  lua_pushlightuserdata(L, &in);
-  lua_pushvalue(L, follow_idx);
-  if (lua_pcall(L, 2, 5, 0) != 0 || lua_isnil(L, -5)) {
-    lua_settop(L, top);
-    return 0;
-  }
-  return 1;
+  return kp_fast_run(L, decoder, follow_idx, s, n, 5);
 }
 
 /* core.task_reply(s, follow) -> body, rows, changes, count, fresh |
@@ -407,24 +340,10 @@ int kp_job_rows_decode(lua_State *L, int decoder, int follow_idx, const char *s,
  * had, and how many of their job ids were not yet in follow.seen (which
  * gets them). For checking the path against the reference one
  * (spec/task_rows_spec.lua). */
-static int core_task_reply(lua_State *L) {
-  size_t n;
-  const char *s = luaL_checklstring(L, 1, &n);
-  luaL_checktype(L, 2, LUA_TTABLE);
-  if (!kp_job_rows_decode(L, lua_upvalueindex(1), 2, s, n)) {
-    lua_pushnil(L);
-    return 1;
-  }
-  if (!lua_isnil(L, -4)) return 5;
-  lua_pop(L, 4);
-  return 1;
-}
+static int core_task_reply(lua_State *L) { return kp_fast_reply(L, 5); }
 
 void kp_job_rows_push_decoder(lua_State *L) {
-  int k;
-  luaL_checkstack(L, U_COUNT, "job_rows");
-  for (k = 0; k < U_COUNT; k++) lua_pushstring(L, UPVALUES[k]);
-  lua_pushcclosure(L, decode_reply, U_COUNT);
+  kp_fast_push_reader(L, decode_reply, UPVALUES, U_COUNT);
 }
 
 int kp_job_rows_open(lua_State *L) {
