@@ -79,7 +79,7 @@ asan:
 
 # The specs that drive the C core hardest, under valgrind's memcheck; any
 # error or definite leak fails.
-VALGRIND_SPECS ?= spec/core_spec.lua spec/client_spec.lua spec/retry_spec.lua spec/sched_spec.lua spec/loop_spec.lua spec/batch_spec.lua spec/engine_spec.lua spec/promises_spec.lua spec/conventions_spec.lua spec/task_rows_spec.lua
+VALGRIND_SPECS ?= spec/core_spec.lua spec/client_spec.lua spec/retry_spec.lua spec/sched_spec.lua spec/loop_spec.lua spec/batch_spec.lua spec/engine_spec.lua spec/promises_spec.lua spec/conventions_spec.lua
 valgrind: all
 	$(ENV) valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
 	  --trace-children=no $(BUSTED) $(BUSTED_FLAGS) $(VALGRIND_SPECS)

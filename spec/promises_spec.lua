@@ -125,7 +125,7 @@ describe("promises", function()
 
   it("a waiter abandoned in the middle of a status query holds another up for at most Task.SHARE_QUERY", function()
     local Task = require "koophone.task"
-    emu:config { latency = { task = 3 } } -- status queries take 3 s
+    emu:config { latency = { task = 2 } } -- status queries take 2 s
     local task = assert(client:async_command("sleep 0", ids(2)))
     local abandoned = loop.new()
     abandoned:spawn(function() task:wait { timeout = 30 } end)
@@ -135,8 +135,8 @@ describe("promises", function()
     local rows = assert(task:wait { timeout = 20 })
     local took = core.now() - t0
     assert.same({ "ok", "ok" }, { rows[1].status, rows[2].status })
-    -- its own query after SHARE_QUERY (1 s), answered 3 s later
-    assert.is_true(took < Task.SHARE_QUERY + 3 + 1.5, ("took %.2fs"):format(took))
+    -- its own query after SHARE_QUERY (1 s), answered 2 s later
+    assert.is_true(took < Task.SHARE_QUERY + 2 + 1.5, ("took %.2fs"):format(took))
   end)
 
   it("closing a client inside koophone.spawn leaves the other coroutines running", function()

@@ -128,7 +128,7 @@ describe("a batch against the emulator: the same rows with and without the direc
   local emu
   setup(function()
     emu = emulator.start { scenario = {
-      durations = { default = 0.6 }, vendor = "sdk", -- install jobs start at 0 (not run yet)
+      durations = { default = 0.4 }, vendor = "sdk", -- install jobs start at 0 (not run yet)
       overrides = { kp000003 = { status = -1, error_code = "CPS.0191", error_msg = "Run command failed." } },
     } }
   end)
