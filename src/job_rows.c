@@ -1,21 +1,21 @@
 /* job_rows.c: the rows of a task query's reply (GET /v1/instances/tasks/
  * {id}: data.jobs; a CPH ListJobs page: jobs), built straight from its
- * bytes. A task is queried every few
- * seconds until its jobs end, and each reply lists every job again: as
- * item tables, a 100-job task left ~30 KB of garbage per query, most of a
- * fleet-sized batch's allocations. With a hook on data.jobs, the reply's
- * items are read in place and only the jobs that ended since the last
- * query (their id still in the task's job_of) become rows — the rows
- * koophone.rows.from_item builds, sized for the four fields the task sets
- * (task_id, request_id, elapsed, polls: Task:_apply_rows). Running jobs
+ * bytes. A task is queried every few seconds until its jobs end, and each
+ * reply lists every job again: as item tables, a 100-job task left ~30 KB
+ * of garbage per query, most of a fleet-sized batch's allocations. With a
+ * hook on the jobs list, the reply's items are read in place and only the
+ * jobs that ended since the last query (their id still in the task's
+ * job_of) become rows — the rows koophone.rows.from_item builds, sized
+ * for the `later` fields the task sets (elapsed, polls, request_id,
+ * task_id: Task:_apply_rows). Running jobs
  * leave nothing, except a change of their "not run yet" flag (status 0).
  * "Plain" items are objects whose keys have no escapes, whose job_id is a
  * string, status one of -1, 0, 1, 2, 3, and execute_msg, error_code,
  * error_msg strings or null; other keys are decoded and dropped; an item
  * without a job_id, or with one the task does not follow, is skipped, as
  * Task:_apply skips it. Anything else leaves data.jobs to the ordinary
- * decoder and the task applies the items as before (spec/rows_spec.lua
- * compares both on generated replies). */
+ * decoder and the task applies the items as before (bench/task_replies.lua
+ * compares both on generated replies, in spec/task_rows_spec.lua). */
 #include <string.h>
 #include "fast.h"
 

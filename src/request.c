@@ -481,10 +481,9 @@ static void build_error(lua_State *L, kp_request *r) {
 
 /* A 2xx reply to a spec with `rows` (or `job_rows`), decoded with the
  * sync-command rows decoder at `cmd_decoder` (the task query's at
- * `job_decoder`): 1 with
- * res.body (and res.rows, res.job_changes, res.job_count, res.job_fresh
- * when rows were built) set, or 0
- * when the fast path gave up. The response is on top. */
+ * `job_decoder`): 1 with res.body (and res.rows, res.job_changes,
+ * res.job_count, res.job_fresh when rows were built) set, or 0 when the
+ * fast path gave up. The response is on top. */
 static int decode_with_rows(lua_State *L, kp_request *r, int cmd_decoder, int job_decoder) {
   int res = lua_gettop(L), ok;
   kp_getuservalue(L, 1);

@@ -202,8 +202,9 @@ function Task:_follow_tables()
   local f = self.follow
   if not f then
     local cph = CPH_KINDS[self.kind]
-    -- the fields _apply_rows sets: elapsed, polls, request_id, task_id
-    local later = 2 + (cph and 1 or ((self.id and 1 or 0) + (self.request_id and 1 or 0)))
+    -- the fields _apply_rows sets: elapsed, polls and request_id (CPH: the
+    -- task's id); task_id and the submit's request_id, if any (KooPhone)
+    local later = (cph or not self.request_id) and 3 or 4
     f = { jobs = self.jobs, job_of = self.job_of, not_started = self.not_started, id_field = self.id_field,
           later = later, root = cph or nil }
     self.follow = f
@@ -300,20 +301,23 @@ function Task:poll()
   return self.finished, self:results()
 end
 
+-- The row of an id whose job was still running when a wait ended (a new
+-- table, as _running_row's).
+function Task:_timeout_row(id)
+  local row = self:_running_row(id)
+  row.status = "timeout"
+  row.maybe_executed = true -- submitted, and perhaps still running
+  row.message = "still running when the wait ended"
+  row.elapsed = sched.now() - self.started
+  return row
+end
+
 -- The rows so far with every running id as "timeout", for a wait that
 -- ends before the task does: the task itself goes on (another waiter, or
 -- a later wait, may still see its jobs end).
 function Task:_timeout_rows()
-  local out, elapsed = {}, sched.now() - self.started
-  for i, id in ipairs(self.order) do
-    local row = self.rows[id]
-    if not row then
-      row = self:_running_row(id) -- a new table: the task keeps none
-      row.status, row.maybe_executed = "timeout", true -- submitted, and perhaps still running
-      row.message, row.elapsed = "still running when the wait ended", elapsed
-    end
-    out[i] = row
-  end
+  local out = {}
+  for i, id in ipairs(self.order) do out[i] = self.rows[id] or self:_timeout_row(id) end
   return out
 end
 
@@ -322,12 +326,7 @@ end
 function Task:expire()
   for _, id in ipairs(self.order) do
     if self.job_of[id] then
-      local row = self:_running_row(id)
-      self.rows[id], self.job_of[id] = row, nil
-      row.status = "timeout"
-      row.maybe_executed = true -- submitted, and perhaps still running
-      row.message = "still running when the wait ended"
-      row.elapsed = sched.now() - self.started
+      self.rows[id], self.job_of[id] = self:_timeout_row(id), nil
       self.running = self.running - 1
     end
   end

@@ -212,10 +212,11 @@ end
 --   `no_project` (AK/SK: sign without `X-Project-Id`), `rows` (the ids of a
 --   sync-command: its reply's `data.cmd_results`, when plain, become result
 --   rows in C, `res.rows`; see `engine:submit` in docs/core.md), `job_rows`
---   (a task's `{jobs, job_of, not_started, id_field}`: the ended jobs of its
---   query's `data.jobs`, when plain, become rows, `res.rows`, and
---   `res.job_changes`)
--- @treturn table|nil response `{status, body, request_id, attempts, time, rows, job_changes}`
+--   (a task's tables, `{jobs, job_of, not_started, id_field, later, root,
+--   seen}`: the ended jobs of its query's `data.jobs`, or of a ListJobs
+--   page's `jobs`, when plain, become rows, `res.rows`, with
+--   `res.job_changes`, `res.job_count`, `res.job_fresh`; see docs/core.md)
+-- @treturn table|nil response `{status, body, request_id, attempts, time, rows, job_changes, job_count, job_fresh}`
 -- @treturn table|nil err
 function Transport:request(spec)
   local method = spec.method or (spec.json and "POST" or "GET")
