@@ -209,6 +209,27 @@ describe("koophone.batch", function()
     assert.is_true(report[2], "the dropped report was still there")
   end)
 
+  it("pays the collector for each status reply only from COLLECT_FROM ids: a small batch keeps its CPU", function()
+    -- 8 KB of collector work per job listed is a whole cycle on a heap of
+    -- a few MB: every status query of a 1,000-instance batch paid one
+    local calls, from, real = {}, batch.COLLECT_FROM, collectgarbage
+    _G.collectgarbage = function(opt, ...)
+      if opt == "step" or opt == "collect" then calls[#calls + 1] = opt end
+      return real(opt, ...)
+    end
+    local ok, err = pcall(function()
+      batch.COLLECT_FROM = 150
+      assert.equal(100, assert(batch.run(client, "sleep 0.3", ids(100))).summary.ok)
+      assert.same({}, calls, "a batch below COLLECT_FROM called the collector")
+      assert.equal(200, assert(batch.run(client, "sleep 0.3", ids(200))).summary.ok)
+    end)
+    _G.collectgarbage, batch.COLLECT_FROM = real, from
+    assert(ok, err)
+    assert.equal("collect", calls[1])
+    assert.is_true(#calls >= 3, "a fleet-sized batch pays a step per status reply (2 tasks)")
+    for i = 2, #calls do assert.equal("step", calls[i]) end
+  end)
+
   it("gives each id of a chunk whose submit failed a row with status error", function()
     emu:add_fault { endpoint = "async-command", kind = "500", count = 1 }
     local list = ids(250)

@@ -348,7 +348,8 @@ end
 -- one queue and submit them; each task submitted is followed by its own
 -- coroutine (query, sleep, query); every request, submit or status query,
 -- holds one of `concurrency` slots while it is in flight.
---- From this many ids, a batch starts with a full collection (see execute).
+--- From this many ids, a batch starts with a full collection and pays the
+-- collector for each status reply (see execute and Task:_follow).
 M.COLLECT_FROM = 10000
 
 local function execute(client, op, ids, items, chunks, opts, jr)
@@ -358,7 +359,9 @@ local function execute(client, op, ids, items, chunks, opts, jr)
   -- freed before this batch's rows are built, so their memory is reused
   -- instead of added to it. One full collection, tens of ms, against a
   -- batch of seconds.
-  if #ids >= M.COLLECT_FROM then collectgarbage("collect") end
+  -- Its task followers also pay the collector for each status reply.
+  local fleet_sized = #ids >= M.COLLECT_FROM
+  if fleet_sized then collectgarbage("collect") end
   local _, id_field = kind_info(client, op.kind)
   local conc = opts.concurrency or M.DEFAULT_CONCURRENCY
   local started = sched.now()
@@ -417,7 +420,7 @@ local function execute(client, op, ids, items, chunks, opts, jr)
     local c = chunks[i]
     local limit = sched.now() + task_timeout
     local by_batch = deadline and deadline < limit
-    task:_follow(by_batch and deadline or limit, task_timeout, nil, slots)
+    task:_follow(by_batch and deadline or limit, task_timeout, nil, slots, false, fleet_sized)
     local list = task_rows(task, ids, c.first, c.last, id_field, c.initial)
     if task.expired then
       -- expired: not final, a resume may learn more

@@ -388,7 +388,8 @@ Task.SHARE_QUERY = 1
 -- `keep` (Task:wait's), only this wait ends: its rows show the running
 -- jobs as "timeout", and the task goes on for other waiters. Waiters of
 -- one task share its status queries: one in flight is not sent again.
-function Task:_follow(deadline, timeout, on_progress, gate, keep)
+-- `collect`: pay the collector for each reply (a fleet-sized batch).
+function Task:_follow(deadline, timeout, on_progress, gate, keep, collect)
   local engine = self.client.engine
   local total = #self.order
   while not self.finished do
@@ -418,12 +419,14 @@ function Task:_follow(deadline, timeout, on_progress, gate, keep)
       if self.querying == mine then self.querying = nil end
       if gate then gate:release() end
       if not self.finished then self:_query_done(jobs, err) end
-      -- in a batch, the collector is paid for each reply as it comes: a
-      -- fleet-sized batch's heap then stays near what it keeps, not twice
-      -- that. 8 KB of work per job the reply listed (rows built in C or
-      -- not): W3 at 100,000 peaks at 108-119 MB RSS; paid by the rows
-      -- built alone (most replies build none), 126-130 MB
-      if gate then
+      -- in a fleet-sized batch, the collector is paid for each reply as
+      -- it comes: the heap then stays near what it keeps, not twice that.
+      -- 8 KB of work per job the reply listed (rows built in C or not):
+      -- W3 at 100,000 peaks at 108-119 MB RSS; paid by the rows built
+      -- alone (most replies build none), 126-130 MB. Not below that size:
+      -- on a heap of a few MB, 800 KB of work is a whole cycle per query
+      -- (a 1,000-instance batch took twice the CPU in LuaJIT)
+      if collect then
         local listed = jobs and (jobs.count and jobs.count + (jobs.items and #jobs.items or 0) or #jobs) or 0
         collectgarbage("step", 8 * listed)
       end
