@@ -142,7 +142,8 @@ Host.__index = Host
 
 local function q(s) return string.format("%q", s) end
 
--- opts: emu (required), workers (1), build ("build/luajit")
+-- opts: emu (required), workers (1), build ("build/luajit"), cpus (the CPUs
+-- nginx may run on, as taskset takes them: "1")
 function M.start(opts)
   local emu = assert(opts.emu, "emu")
   local repo = emulator.repo
@@ -161,7 +162,8 @@ function M.start(opts)
         shq(prefix .. "/logs") .. " " .. shq(prefix .. "/tmp"))
     local f = assert(io.open(prefix .. "/conf/nginx.conf", "wb"))
     f:write(conf); f:close()
-    local out, rc = run("nginx -p " .. shq(prefix) .. " -c conf/nginx.conf -e logs/error.log 2>&1")
+    local pin = opts.cpus and ("taskset -c " .. shq(opts.cpus) .. " ") or ""
+    local out, rc = run(pin .. "nginx -p " .. shq(prefix) .. " -c conf/nginx.conf -e logs/error.log 2>&1")
     if rc == 0 then
       local self = setmetatable({ url = "http://127.0.0.1:" .. port, port = port, prefix = prefix }, Host)
       -- wait until it answers
