@@ -104,6 +104,30 @@ describe("promises", function()
     assert.is_true(both <= alone + 1, ("one waiter: %d queries, two: %d"):format(alone, both))
   end)
 
+  it("a frame loop's task:poll() and a coroutine's task:wait share the task's status queries", function()
+    local function requests_for(polling, waiting)
+      local task = assert(client:async_command("sleep 1", ids(4)))
+      local before = client.transport.stats.requests
+      local waited
+      if waiting then koophone.spawn(function() waited = assert(task:wait { timeout = 10 }) end) end
+      local l, vsync, t0, done, rows = loop.default(), core.engine(), core.now(), false, nil
+      repeat -- a 100 fps frame loop: step everything, never block, "vsync"
+        l:step()
+        if polling then done, rows = task:poll() end
+        vsync:wait(10)
+      until ((not polling or done) and (not waiting or waited)) or core.now() - t0 > 10
+      vsync:close()
+      if polling then assert.equal("ok", rows[4].status) end
+      if waiting then assert.equal("ok", waited[4].status) end
+      return client.transport.stats.requests - before
+    end
+    local polled, waited, both = requests_for(true, false), requests_for(false, true), requests_for(true, true)
+    -- the queries of one of them, not of both (a query due as the other's
+    -- answer lands may add one)
+    assert.is_true(both <= math.max(polled, waited) + 1,
+      ("poll alone: %d queries, wait alone: %d, both: %d"):format(polled, waited, both))
+  end)
+
   it("a wait that times out ends that wait only: another waiter, or a later wait, sees the jobs end", function()
     local task = assert(client:async_command("sleep 1", ids(3)))
     local short, long = {}, {}

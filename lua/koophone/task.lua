@@ -274,9 +274,17 @@ local function closed_error()
   return errors.new { kind = "closed", message = "the client was closed while the task ran", maybe_executed = true }
 end
 
+-- True while another waiter's status query is in flight and recent
+-- enough to wait for (see Task.SHARE_QUERY).
+function Task:_shared_query(t)
+  local asked = self.querying
+  return asked ~= nil and t < asked + Task.SHARE_QUERY
+end
+
 --- Advances the task without blocking, for a frame loop: starts a status
 -- query when one is due (on a private `koophone.loop` stepped here) and
--- picks up its answer once it has arrived.
+-- picks up its answer once it has arrived. It shares status queries with
+-- any `wait` on the same task, as waiters do with each other.
 -- @treturn boolean done (no job is running any more)
 -- @treturn {table,...} rows so far (every id once)
 function Task:poll()
@@ -286,14 +294,20 @@ function Task:poll()
     self:_fail_running(closed_error())
     return true, self:results()
   end
-  if not self.poller and sched.now() >= self.next_due then
+  local t = sched.now()
+  if not self.poller and t >= self.next_due and not self:_shared_query(t) then
     local l = loop.new()
     self.poller = l
     l:spawn(function()
+      -- its answer is applied at a later poll(): a frame loop that stops
+      -- polling holds a waiter up for at most SHARE_QUERY
+      local mine = sched.now()
+      self.querying = mine
       local jobs, err = self:_query()
+      if self.querying == mine then self.querying = nil end
       if self.poller == l then -- not expired meanwhile
         self.poller = nil
-        self:_query_done(jobs, err)
+        if not self.finished then self:_query_done(jobs, err) end
       end
     end)
   end
@@ -403,8 +417,7 @@ function Task:_follow(deadline, timeout, on_progress, gate, keep, collect)
       return errors.fail(errors.new { kind = "timeout", rows = rs, task_id = self.id,
         message = ("task %s: jobs still running after %gs"):format(self.id, timeout) })
     end
-    local asked = self.querying
-    if asked and t < asked + Task.SHARE_QUERY then
+    if self:_shared_query(t) then
       -- another waiter's query is in flight: its answer is this one's too
       sched.sleep(engine, math.min(0.02, deadline - t))
     elseif t < self.next_due then
