@@ -115,10 +115,8 @@ static int item_value(kp_fast *f, int field, const char *id, size_t id_len, int 
     case F_STATUS:
       it->status = status_value(f);
       return it->status != 0;
-    case F_OTHER: /* decoded (so that the JSON is checked) and dropped */
-      if (!kp_fast_value(f)) return 0;
-      lua_pop(f->L, 1);
-      return 1;
+    case F_OTHER:
+      return kp_fast_skip(f);
     default:
       if ((got = kp_fast_text(f, texts + field)) < 0) return 0;
       it->have[field] = got;

@@ -80,6 +80,11 @@ int kp_fast_key(kp_fast *f, const char *p, const char *k, size_t n);
 /* A text field at p: 1 with a non-empty string put in stack slot `slot`,
  * 0 for "" and null (no field), -1 for anything else. */
 int kp_fast_text(kp_fast *f, int slot);
+/* A value the reader does not keep, checked and stepped over: 1, or 0 when
+ * it is not valid. A plain string makes no Lua string (most of what a
+ * reply's other fields would leave behind); anything else is decoded and
+ * dropped. */
+int kp_fast_skip(kp_fast *f);
 /* Reads the list at the hooked key into rows: `read(f, data, first)` gets
  * `slots` stack slots from `first` and leaves the list pushed (1), or
  * fails (0). 1 with the list pushed and also put in stack slot `rows` (the

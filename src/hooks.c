@@ -13,6 +13,16 @@ int kp_fast_key(kp_fast *f, const char *p, const char *k, size_t n) {
   return 1;
 }
 
+int kp_fast_skip(kp_fast *f) {
+  const char *s;
+  size_t n;
+  kp_fast_ws(f);
+  if (f->p < f->end && *f->p == '"' && kp_fast_plain(f, &s, &n)) return 1;
+  if (!kp_fast_value(f)) return 0;
+  lua_pop(f->L, 1);
+  return 1;
+}
+
 int kp_fast_text(kp_fast *f, int slot) {
   if (f->p >= f->end) return -1;
   if (*f->p == '"') {

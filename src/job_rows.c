@@ -107,11 +107,7 @@ static int item_value(kp_fast *f, int field, int slots, item *it) {
     it->status = status_value(f);
     return it->status != NO_STATUS;
   }
-  if (field == F_OTHER) { /* decoded (so that the JSON is checked) and dropped */
-    if (!kp_fast_value(f)) return 0;
-    lua_pop(f->L, 1);
-    return 1;
-  }
+  if (field == F_OTHER) return kp_fast_skip(f);
   if ((got = kp_fast_text(f, slots + field)) < 0) return 0;
   it->have[field] = got;
   return 1;
