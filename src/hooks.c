@@ -7,12 +7,6 @@
 #include <string.h>
 #include "fast.h"
 
-int kp_fast_key(kp_fast *f, const char *p, const char *k, size_t n) {
-  if ((size_t)(f->end - p) < n || memcmp(p, k, n) != 0) return 0;
-  f->p = p + n;
-  return 1;
-}
-
 int kp_fast_skip(kp_fast *f) {
   const char *s;
   size_t n;
