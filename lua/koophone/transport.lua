@@ -259,7 +259,12 @@ function Transport:request(spec)
     local headers, c = self.headers, self.curl
     headers[1] = "x-request-id: " .. request_id
     local n = 3
-    if token then n = n + 1; headers[n] = "X-Auth-Token: " .. token end
+    if token then
+      -- the header line is kept while the token lasts: an IAM token is
+      -- several KB, and a new line per request would copy it each time
+      if token ~= self.token_of_line then self.token_line, self.token_of_line = "X-Auth-Token: " .. token, token end
+      n = n + 1; headers[n] = self.token_line
+    end
     if spec.json then n = n + 1; headers[n] = "Content-Type: application/json" end
     if signed then
       for i = 1, #signed do headers[n + i] = signed[i] end
