@@ -147,10 +147,16 @@ static int opt_bool(lua_State *L, int t, const char *k, int dflt) {
   return v;
 }
 
-/* Builds r->headers from t.headers (a list of "Name: value" strings). */
+/* Builds r->headers from t.headers (a list of "Name: value" strings), in
+ * one allocation: the list's nodes, then the lines they point to. curl only
+ * reads the list, and the request frees it with free() (never
+ * curl_slist_free_all); curl_slist_append would make two allocations a line,
+ * and copy an IAM token of several KB through strdup each time. */
 static void read_headers(lua_State *L, int t, kp_request *r, int has_body) {
-  size_t i, n;
-  struct curl_slist *l = NULL, *nl;
+  static const char EXPECT[] = "Expect:"; /* no "Expect: 100-continue" round trip, ever */
+  size_t i, n = 0, lines, bytes = 0, len;
+  struct curl_slist *nodes;
+  char *text;
   lua_getfield(L, t, "headers");
   if (!lua_isnil(L, -1)) {
     if (!lua_istable(L, -1)) {
@@ -160,24 +166,33 @@ static void read_headers(lua_State *L, int t, kp_request *r, int has_body) {
     n = kp_rawlen(L, -1);
     for (i = 1; i <= n; i++) {
       lua_rawgeti(L, -1, (int)i);
-      if (lua_type(L, -1) != LUA_TSTRING) {
-        curl_slist_free_all(l);
-        luaL_error(L, "request headers[%d] must be a string 'Name: value'", (int)i);
-      }
-      nl = curl_slist_append(l, lua_tostring(L, -1));
+      if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "request headers[%d] must be a string 'Name: value'", (int)i);
+      (void)lua_tolstring(L, -1, &len);
+      bytes += len + 1;
       lua_pop(L, 1);
-      if (!nl) { curl_slist_free_all(l); luaL_error(L, "out of memory"); }
-      l = nl;
     }
   }
-  lua_pop(L, 1);
-  /* no "Expect: 100-continue" round trip, ever */
-  if (has_body) {
-    nl = curl_slist_append(l, "Expect:");
-    if (!nl) { curl_slist_free_all(l); luaL_error(L, "out of memory"); }
-    l = nl;
+  lines = n + (has_body ? 1 : 0);
+  if (lines == 0) { lua_pop(L, 1); r->headers = NULL; return; }
+  if (has_body) bytes += sizeof EXPECT;
+  nodes = (struct curl_slist *)malloc(lines * sizeof *nodes + bytes);
+  if (!nodes) luaL_error(L, "out of memory");
+  text = (char *)(nodes + lines);
+  for (i = 0; i < lines; i++) {
+    const char *line = EXPECT;
+    len = sizeof EXPECT - 1;
+    if (i < n) {
+      lua_rawgeti(L, -1, (int)(i + 1));
+      line = lua_tolstring(L, -1, &len);
+    }
+    memcpy(text, line, len + 1);
+    if (i < n) lua_pop(L, 1);
+    nodes[i].data = text;
+    nodes[i].next = i + 1 < lines ? &nodes[i + 1] : NULL;
+    text += len + 1;
   }
-  r->headers = l;
+  lua_pop(L, 1);
+  r->headers = nodes;
 }
 
 /* Reads the body (string `body`, or table `json` encoded straight into the
@@ -342,7 +357,7 @@ static void configure(kp_engine *e, kp_request *r, const kp_spec *sp) {
 }
 
 static void free_request(kp_request *r) {
-  curl_slist_free_all(r->headers);
+  free(r->headers); /* one block: see read_headers */
   r->headers = NULL;
   free(r->body);
   r->body = NULL;
@@ -412,7 +427,7 @@ void kp_request_finish(kp_request *r, CURLcode code) {
   curl_multi_remove_handle(e->multi, r->easy);
   kp_engine_give_easy(e, r->easy);
   r->easy = NULL;
-  curl_slist_free_all(r->headers);
+  free(r->headers);
   r->headers = NULL;
   free(r->body);
   r->body = NULL;
