@@ -163,6 +163,21 @@ describe("promises", function()
     assert.is_true(took < Task.SHARE_QUERY + 2 + 1.5, ("took %.2fs"):format(took))
   end)
 
+  it("a frame loop that stops polling in the middle of a status query holds a waiter up for at most Task.SHARE_QUERY",
+     function()
+    local Task = require "koophone.task"
+    emu:config { latency = { task = 2 } } -- status queries take 2 s
+    local task = assert(client:async_command("sleep 0", ids(2)))
+    local t0 = core.now()
+    repeat task:poll() until task.querying or core.now() - t0 > 5
+    assert.is_number(task.querying) -- poll()'s query is in flight; poll() is never called again
+    local rows = assert(task:wait { timeout = 20 })
+    local took = core.now() - t0
+    assert.same({ "ok", "ok" }, { rows[1].status, rows[2].status })
+    -- its own query after SHARE_QUERY (1 s), answered 2 s later
+    assert.is_true(took < Task.SHARE_QUERY + 2 + 1.5, ("took %.2fs"):format(took))
+  end)
+
   it("closing a client inside koophone.spawn leaves the other coroutines running", function()
     local other = assert(koophone.new { token = emu.token, endpoint = emu.url, poll_interval = 0.1 })
     local done = {}
