@@ -115,13 +115,17 @@ function Task:__tostring()
     tostring(self.id), self.kind, #self.order, self.running)
 end
 
---- The rows so far, in the order of the ids given.
--- @treturn {table,...}
-function Task:results()
+-- The rows so far, in the order of the ids given, with `row_of(self, id)`
+-- for each id whose job still runs.
+local function rows_with(self, row_of)
   local out = {}
-  for i, id in ipairs(self.order) do out[i] = self.rows[id] or self:_running_row(id) end
+  for i, id in ipairs(self.order) do out[i] = self.rows[id] or row_of(self, id) end
   return out
 end
+
+--- The rows so far, in the order of the ids given.
+-- @treturn {table,...}
+function Task:results() return rows_with(self, Task._running_row) end
 
 -- The row of an id whose job still runs (made when asked for).
 function Task:_running_row(id)
@@ -329,11 +333,7 @@ end
 -- The rows so far with every running id as "timeout", for a wait that
 -- ends before the task does: the task itself goes on (another waiter, or
 -- a later wait, may still see its jobs end).
-function Task:_timeout_rows()
-  local out = {}
-  for i, id in ipairs(self.order) do out[i] = self.rows[id] or self:_timeout_row(id) end
-  return out
-end
+function Task:_timeout_rows() return rows_with(self, Task._timeout_row) end
 
 --- Marks every running row as timed out and finishes the task.
 -- @treturn {table,...} rows
