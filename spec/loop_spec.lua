@@ -95,4 +95,40 @@ describe("koophone.loop", function()
     local sem = loop.semaphore(0)
     assert.has_error(function() sem:acquire() end)
   end)
+
+  it("sleeps of 10 slack or more end together on the slack grid; shorter ones stay exact", function()
+    local saved = loop.slack
+    loop.slack = 0.02
+    local ok, err = pcall(function()
+      local l = loop.new()
+      local woke = {}
+      -- five polls 3 ms apart: one or two grid points, not five wake-ups
+      for i = 0, 4 do
+        l:spawn(function()
+          sched.sleep(client.engine, 0.2 + i * 0.003)
+          woke[#woke + 1] = koophone.now()
+        end)
+      end
+      local short
+      l:spawn(function()
+        local t0 = koophone.now()
+        sched.sleep(client.engine, 0.01)
+        short = koophone.now() - t0
+      end)
+      assert.is_true(l:run(10))
+      table.sort(woke)
+      local groups = 1
+      for i = 2, #woke do
+        if woke[i] - woke[i - 1] > 0.002 then groups = groups + 1 end
+      end
+      assert.is_true(groups <= 2, groups .. " wake-ups for five sleeps within one grid step")
+      for _, t in ipairs(woke) do -- on the grid (to the loop's wake-up precision)
+        local off = t % 0.02
+        assert.is_true(off < 0.008, ("woke %.4f s past a grid point"):format(off))
+      end
+      assert.is_true(short >= 0.01 and short < 0.018, ("a 0.01 s sleep took %.4f s"):format(short))
+    end)
+    loop.slack = saved
+    assert(ok, err)
+  end)
 end)
