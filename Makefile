@@ -7,7 +7,7 @@ CRYPTO_CFLAGS ?= $(shell pkg-config --cflags libcrypto 2>/dev/null)
 CRYPTO_LIBS ?= $(shell pkg-config --libs libcrypto 2>/dev/null || echo -lcrypto)
 CC         ?= cc
 OPT        ?= -O2 -g
-CFLAGS_ALL  = $(OPT) -fPIC -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wshadow \
+CFLAGS_ALL  = $(OPT) -fPIC -pthread -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wshadow \
               -Wstrict-prototypes -Wmissing-prototypes $(LUA_INC) $(CURL_CFLAGS) $(CRYPTO_CFLAGS) $(CFLAGS)
 BUILD      ?= build/$(LUA)
 SO          = $(BUILD)/koophone/core.so
@@ -79,7 +79,7 @@ asan:
 
 # The specs that drive the C core hardest, under valgrind's memcheck; any
 # error or definite leak fails.
-VALGRIND_SPECS ?= spec/core_spec.lua spec/client_spec.lua spec/retry_spec.lua spec/sched_spec.lua spec/loop_spec.lua spec/batch_spec.lua spec/engine_spec.lua spec/promises_spec.lua spec/conventions_spec.lua
+VALGRIND_SPECS ?= spec/core_spec.lua spec/waker_spec.lua spec/client_spec.lua spec/retry_spec.lua spec/sched_spec.lua spec/loop_spec.lua spec/batch_spec.lua spec/engine_spec.lua spec/promises_spec.lua spec/conventions_spec.lua
 valgrind: all
 	$(ENV) valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
 	  --trace-children=no $(BUSTED) $(BUSTED_FLAGS) $(VALGRIND_SPECS)

@@ -112,3 +112,60 @@ describe_or_skip("OpenResty host (koophone.sched.ngx)", function()
     assert.is_true(pct(during, 1) > 0.2, "expected the worker to block")
   end)
 end)
+
+describe_or_skip("OpenResty driver on the waker thread", function()
+  local emu, host
+  setup(function()
+    math.randomseed(os.time() + math.floor(os.clock() * 1e6))
+    -- submitting the task takes 1 s: one request in flight, nothing else
+    emu = emulator.start { scenario = { latency = { default = 0.01, ["async-command"] = 1 } } }
+    host = ngx_host.start { emu = emu, workers = 1 }
+  end)
+  teardown(function()
+    if host then host:stop() end
+    if emu then emu:stop() end
+  end)
+
+  local function wakeups()
+    local out = emulator.run("curl -s " .. emulator.shell_quote(host.url .. "/wakeups"))
+    return require("cjson").decode(out)
+  end
+
+  -- one handler waits 1 s on one reply; the driver's wake-ups meanwhile
+  local function one_slow_request(waker)
+    -- the last request's driver stops first (it reads use_waker as it starts)
+    emulator.run("sleep 0.2")
+    wakeups()
+    local id = emulator.run("curl -s " .. emulator.shell_quote(host.url .. "/task?n=2&secs=1&waker=" .. waker))
+    assert.matches("^%x+%s*$", id)
+    return wakeups()
+  end
+
+  it("wakes when the reply comes, not every max_step while it is in flight", function()
+    local stepping = one_slow_request(0)
+    local waker = one_slow_request(1)
+    print()
+    print(("1 s in flight: driver wake-ups %d on the waker, %d stepping"):format(waker.driver, stepping.driver))
+    assert.is_false(stepping.waker)
+    assert.is_true(waker.waker, tostring(waker.waker_error))
+    -- stepping: one per 4 ms (about 250); the waker: the reply, and curl's timers
+    assert.is_true(stepping.driver >= 100, stepping.driver .. " steps")
+    assert.is_true(waker.driver <= 10, waker.driver .. " wake-ups")
+    assert.equal(1, waker.handlers)
+    -- the waker keeps curl's timers: the read never times out, so nginx logs nothing
+    assert.not_matches("timed out", host:error_log())
+    assert.not_matches("%[error%]", host:error_log())
+  end)
+
+  it("leaves no socket file behind when nginx stops", function()
+    one_slow_request(1)
+    local mpid = assert(io.open(host.prefix .. "/logs/nginx.pid")):read("*l")
+    local worker = emulator.run("pgrep -P " .. mpid):match("%d+")
+    local files = emulator.run("ls /tmp/koophone-waker-" .. worker .. "-* 2>/dev/null")
+    assert.matches("koophone%-waker%-" .. worker, files)
+    host:stop()
+    files = emulator.run("ls /tmp/koophone-waker-" .. worker .. "-* 2>/dev/null")
+    assert.equal("", files)
+    host = nil
+  end)
+end)

@@ -41,6 +41,7 @@ LUALIB_API int luaopen_koophone_core(lua_State *L) {
   kp_rows_open(L);  /* sets "item_rows", "row" */
   kp_cmd_rows_open(L); /* sets "sync_reply" */
   kp_job_rows_open(L); /* sets "task_reply" */
+  kp_waker_open(L);  /* sets "waker" (Linux) */
   lua_pushliteral(L, "0.1.0");
   lua_setfield(L, -2, "_VERSION");
   lua_pushlightuserdata(L, NULL); /* the same value as cjson.null */

@@ -162,4 +162,7 @@ int kp_sign_open(lua_State *L);          /* sets "sign" */
 /* errors.c */
 const char *kp_curl_kind(CURLcode code);
 
+/* waker.c: core.waker(), a thread that rings a unix socket (Linux) */
+int kp_waker_open(lua_State *L);
+
 #endif

@@ -69,7 +69,13 @@ function M.watch(engine, req, token)
   if t == nil then w[req] = token
   elseif t.wake then w[req] = { t, token }
   else t[#t + 1] = token end
+  if M.on_watch then M.on_watch(engine) end
 end
+
+--- Called with the engine after every `watch` when set: a host driver's
+-- hook (OpenResty's hands the engine to its waker thread, and wakes a
+-- driver whose wait outlasts the new transfer's curl timer).
+M.on_watch = nil
 
 --- Advances `engine` without blocking — the only call of
 -- `engine:perform()` in koophone — and wakes the tokens of the requests

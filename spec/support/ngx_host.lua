@@ -4,7 +4,8 @@
 --   local host = ngx_host.start{ emu = emu, workers = 1 }
 --   host.url, host.prefix, host:error_log(), host:stop()
 --
--- Locations: /ping (204 at once), /batch?n=1000&adapter=1 (a batch.run
+-- Locations: /ping (204 at once), /sleep?s=0.5 (204 after s seconds),
+-- /batch?n=1000&adapter=1&waker=1&slack=0.01 (a batch.run
 -- against the emulator; the summary as JSON), /info.
 local emulator = require "spec.support.emulator"
 
@@ -48,6 +49,8 @@ http {
     server {
         listen 127.0.0.1:@PORT@;
         location = /ping { content_by_lua_block { ngx.exit(204) } }
+        # a request that takes s seconds and does nothing (the benches' null batch)
+        location = /sleep { content_by_lua_block { ngx.sleep(tonumber(ngx.var.arg_s) or 1) ngx.exit(204) } }
         location = /info {
             content_by_lua_block {
                 ngx.say(require("cjson").encode {
@@ -72,13 +75,14 @@ http {
                 ngx.say("client: ", tostring(c))
             }
         }
-        # one async task to follow (/task?secs=30&n=10 -> its id), handlers
+        # one async task to follow (/task?secs=30&n=10&waker=1 -> its id), handlers
         # that follow it (/follow?id=...), and the wake-ups they cost
         # (/wakeups: since the last /wakeups; ngx.sleep calls plus the
         # adapter's own counts)
         location = /task {
             content_by_lua_block {
                 local args = ngx.req.get_uri_args()
+                require("koophone.sched.ngx").use_waker = args.waker ~= "0" -- (read as the driver starts)
                 local ids = {}
                 for i = 1, tonumber(args.n) or 10 do ids[i] = string.format("kp%06d", i) end
                 local task = assert(KP_CLIENT:async_command("sleep " .. (args.secs or 30), ids))
@@ -97,7 +101,8 @@ http {
                 local adapter = require "koophone.sched.ngx"
                 local st = adapter.stats or {}
                 ngx.say(require("cjson").encode { sleeps = KP_SLEEPS, driver = st.driver or 0,
-                                                  handlers = st.handlers or 0 })
+                                                  handlers = st.handlers or 0, rings = st.rings or 0,
+                                                  waker = st.waker or false, waker_error = st.waker_error })
                 KP_SLEEPS = 0
                 if adapter.reset_stats then adapter.reset_stats() end
             }
@@ -110,6 +115,10 @@ http {
                 local args = ngx.req.get_uri_args()
                 local n = tonumber(args.n) or 1000
                 if args.adapter == "0" then adapter.uninstall() else adapter.install() end
+                -- waker=0: the stepping driver; slack=0: sleeps not rounded
+                -- (the benches' before and after, in one worker)
+                adapter.use_waker = args.waker ~= "0"
+                require("koophone.loop").slack = tonumber(args.slack) or 0.01
                 local ids = {}
                 for i = 0, n - 1 do ids[#ids + 1] = string.format("kp%06d", i) end
                 local t0 = ngx.now()
@@ -203,15 +212,15 @@ end
 --- Sequential /ping latencies (seconds) over one keep-alive connection,
 -- measured with koophone's own engine: `n` of them, or, with `path`, as many
 -- as fit while a GET of `path` (e.g. "/batch?n=1000") runs on a second
--- connection. Returns the samples and, with `path`, that response
--- `{status, body}`.
-function Host:probe(n, path)
+-- connection, to this host or to host `at`. Returns the samples and, with
+-- `path`, that response `{status, body}`.
+function Host:probe(n, path, at)
   local core = require "koophone.core"
   local engine, engine2 = core.engine(), core.engine()
   local ping = { url = self.url .. "/ping", method = "GET", timeout = 10000 }
   -- its own engine: curl would make a ping wait (PIPEWAIT) for this
   -- connection's first response before opening a second one
-  local other = path and engine2:submit { url = self.url .. path, method = "GET", timeout = 120000 }
+  local other = path and engine2:submit { url = (at or self).url .. path, method = "GET", timeout = 120000 }
   local samples = {}
   while true do
     engine2:perform()

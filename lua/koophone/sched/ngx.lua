@@ -3,14 +3,23 @@
 -- koophone's transfers run on libcurl's own sockets (not cosockets), so
 -- nginx cannot watch them for us. Instead each worker runs one *driver*:
 -- an `ngx.timer` that drives the engines (`koophone.loop.drive_all`) and
--- sleeps on the engines' timeout — at most `max_step` while transfers are in flight,
--- `idle_step` otherwise — then again. Waiting handlers do not poll: each
--- parks on an `ngx.semaphore` that the driver posts when its request
--- finishes, so a handler wakes once per request, and a plain
--- `sched.sleep` is one `ngx.sleep`. A batch's loop is stepped by its own
--- handler, rung when the driver wakes one of its coroutines (ngx_lua
--- resumes a coroutine only in the request that made it). The driver stops when nobody waits
--- and starts again at the next wait.
+-- then waits for the next thing to do. On Linux it waits on a *waker*
+-- (`core.waker`): a thread of koophone's that watches the engines'
+-- descriptors and sends one byte down a unix socket, which the driver
+-- reads through a cosocket, when a reply arrives. So the driver wakes
+-- when there is work (or when curl's own timer is due), and not
+-- otherwise. Where there is no waker (not Linux, no writable `$TMPDIR` or
+-- /tmp, `use_waker = false`) it steps instead: it sleeps on the engines'
+-- timeout — at most `max_step` while transfers are in flight, `idle_step`
+-- otherwise.
+--
+-- Waiting handlers do not poll: each parks on an `ngx.semaphore` that
+-- the driver posts when its request finishes, so a handler wakes once per
+-- request, and a plain `sched.sleep` is one `ngx.sleep`. A batch's loop
+-- is stepped by its own handler, rung when the driver wakes one of its
+-- coroutines (ngx_lua resumes a coroutine only in the request that made
+-- it). The driver stops when nobody waits and starts again at the next
+-- wait.
 --
 --     -- in init_worker_by_lua_block (or lazily, once per worker):
 --     require("koophone.sched.ngx").install()
@@ -33,13 +42,21 @@ M.max_step = 0.004
 --- The longest sleep of the driver when nothing is in flight.
 M.idle_step = 0.05
 
+--- Wait on a waker thread (Linux) rather than step: see above. Set it
+-- before the worker's first koophone wait; false makes the driver step.
+M.use_waker = true
+
+
 --- Wake-ups counted since the worker started (or since `reset_stats`):
--- `driver` (the driver's sleeps that ended) and `handlers` (parked
--- handlers and handler sleeps that ended). They say what waiting costs.
-M.stats = { driver = 0, handlers = 0 }
+-- `driver` (the driver's sleeps that ended), `handlers` (parked
+-- handlers and handler sleeps that ended) and `rings` (new waits that
+-- woke a waiting driver because curl's timer was due sooner). They say
+-- what waiting costs. `waker` is true while the driver waits on a waker,
+-- and `waker_error` says why it does not, if it tried and could not.
+M.stats = { driver = 0, handlers = 0, rings = 0, waker = false, waker_error = nil }
 
 --- Sets the wake-up counters back to zero.
-function M.reset_stats() M.stats.driver, M.stats.handlers = 0, 0 end
+function M.reset_stats() M.stats.driver, M.stats.handlers, M.stats.rings = 0, 0, 0 end
 
 -- phases in which ngx.sleep may be called (it yields the request's coroutine)
 local YIELDABLE = {
@@ -70,7 +87,9 @@ local FOREVER = 3600
 -- One per worker (module state is per worker: each nginx worker is its
 -- own Lua VM).
 local semaphore
-local driver = { running = false, parked = 0, bell = nil, sleeping = false }
+-- wake_at: when the driver's current wait ends (now() time); sock: its
+-- cosocket to the waker while it waits on one
+local driver = { running = false, parked = 0, bell = nil, sleeping = false, wake_at = 0, sock = nil }
 
 local function new_semaphore()
   semaphore = semaphore or require "ngx.semaphore"
@@ -88,8 +107,90 @@ local function pause(running)
   return s
 end
 
+-- ------------------------------------------------------------ the waker
+-- One per worker, made at the driver's first start; the engines someone
+-- waits on are added to it as they come (loop.on_watch).
+local waker
+local added = setmetatable({}, { __mode = "k" }) -- engines the waker watches
+
+local function no_waker(why)
+  M.stats.waker, M.stats.waker_error = false, why
+  if waker then pcall(waker.close, waker) end
+  waker = nil
+  rawget(_G, "ngx").log(rawget(_G, "ngx").WARN, "koophone: the driver steps (no waker: ", why, ")")
+end
+
+local function watch_engine(engine)
+  if waker and not added[engine] then
+    added[engine] = true
+    pcall(waker.add, waker, engine) -- a closed engine: nothing to watch
+  end
+end
+
+local function get_waker()
+  if not M.use_waker then return nil end
+  if waker or M.stats.waker_error then return waker end
+  local core = require "koophone.core"
+  if not core.waker then
+    M.stats.waker_error = "core.waker: Linux only"
+    return nil
+  end
+  local w, err = core.waker()
+  if not w then no_waker(err) return nil end
+  waker = w
+  for _, engine in ipairs(loop.engines()) do watch_engine(engine) end
+  return waker
+end
+
+-- a new wait: the waker must watch its engine, and a waiting driver must
+-- wake before curl's timer for the new transfer is due
+loop.on_watch = function(engine)
+  if not waker then return end
+  watch_engine(engine)
+  if driver.sock and driver.sleeping then
+    local ok, t = pcall(engine.timeout, engine)
+    if ok and t >= 0 and now() + t / 1000 < driver.wake_at then
+      driver.wake_at = 0 -- one ring per wait
+      M.stats.rings = M.stats.rings + 1
+      waker:ring()
+    end
+  end
+end
+
+-- the cosocket to the waker, or nil (then the driver steps)
+local function connect_waker()
+  local w = get_waker()
+  if not w then return nil end
+  local sock = rawget(_G, "ngx").socket.tcp()
+  local ok, err = sock:connect("unix:" .. w:path())
+  if not ok then no_waker("cannot connect to " .. w:path() .. ": " .. tostring(err)) return nil end
+  return sock
+end
+
+-- Arms the waker with curl's timer and waits for its byte: true, or nil
+-- when the socket failed (then the driver steps). The read has no
+-- timeout of its own (the waker keeps the timer), so nginx logs nothing.
+local function wait_on_waker(sock)
+  -- no curl timer: still a byte before the read's own timeout
+  local t = loop.engines_timeout() or (FOREVER - 60) * 1000
+  local ms = math.ceil(t)
+  driver.wake_at = now() + ms / 1000
+  local sent, err = sock:send(ms .. "\n")
+  if sent then
+    sock:settimeout(FOREVER * 1000)
+    local byte
+    byte, err = sock:receive(1)
+    if byte then return true end
+  end
+  no_waker("the waker's socket: " .. tostring(err))
+  return nil
+end
+
 local function run_driver(premature)
   if premature then driver.running = false return end
+  local sock = connect_waker()
+  driver.sock = sock
+  M.stats.waker = sock ~= nil
   while true do
     local ok, running = pcall(loop.drive_all)
     if not ok then
@@ -99,16 +200,24 @@ local function run_driver(premature)
     if running == 0 and driver.parked == 0 then break end
     M.stats.driver = M.stats.driver + 1
     driver.sleeping = true
-    driver.bell:wait(pause(running)) -- a new wait rings it: its reply is picked up at once
+    if sock and not wait_on_waker(sock) then
+      sock:close()
+      sock, driver.sock = nil, nil
+    elseif not sock then
+      driver.bell:wait(pause(running)) -- a new wait rings it: its reply is picked up at once
+    end
     driver.sleeping = false
   end
+  if sock then sock:close() end -- the waker goes back to accepting
+  driver.sock = nil
   driver.running = false
 end
 
 -- starts the driver, or wakes it from an idle sleep
 local function kick()
   if driver.running then
-    if driver.sleeping and driver.bell:count() <= 0 then driver.bell:post(1) end
+    -- (a driver waiting on a waker is rung by loop.on_watch if need be)
+    if not driver.sock and driver.sleeping and driver.bell:count() <= 0 then driver.bell:post(1) end
     return
   end
   driver.bell = driver.bell or new_semaphore()

@@ -1,0 +1,204 @@
+-- core.waker: the thread that tells a host "an engine has work" (or "curl's
+-- timer is due") with one byte on a unix socket: what OpenResty's driver
+-- waits on. Here the host is played by LuaSocket's unix client, against
+-- the emulator. The host arms the thread with "<ms>\n" (curl's timer; -1:
+-- none) and reads one byte per arming.
+local core = require "koophone.core"
+local emulator = require "spec.support.emulator"
+
+local has_unix, unix = pcall(require, "socket.unix")
+local describe_or_skip = (core.waker and has_unix) and describe or pending
+
+local function connect(path)
+  local c = assert((unix.stream or unix)())
+  assert(c:connect(path))
+  return c
+end
+
+-- one byte within `secs`, or nil and "timeout"/"closed"
+local function byte(c, secs)
+  c:settimeout(secs)
+  local b, err = c:receive(1)
+  return b, err
+end
+
+local function exists(path)
+  return select(2, emulator.run("test -S " .. emulator.shell_quote(path))) == 0
+end
+
+describe_or_skip("core.waker", function()
+  local emu
+  setup(function() emu = emulator.start { scenario = { latency = { default = 0.1 } } } end)
+  teardown(function() emu:stop() end)
+
+  local function get(engine, path)
+    return engine:submit { url = emu.url .. (path or "/v1/instances/tasks/nope"), method = "GET", timeout = 10000 }
+  end
+
+  -- a request to its end, so that the next one reuses the connection (a
+  -- new connection makes the engine ready for writing first)
+  local function warm(engine)
+    local req = get(engine)
+    while not req:done() do engine:perform() engine:wait(100) end
+    engine:perform()
+  end
+
+  -- drives `engine` the way a host does, turn by turn, until `req` is done
+  local function follow(c, engine, req)
+    local turns = 0
+    while not req:done() do
+      c:send(engine:timeout() .. "\n")
+      assert.equal("!", byte(c, 5))
+      turns = turns + 1
+      engine:perform()
+    end
+    return turns
+  end
+
+  it("listens on a socket file only its owner may open, removed by close()", function()
+    local w = assert(core.waker())
+    local path = w:path()
+    assert.matches("/koophone%-waker%-%d+%-%x+$", path)
+    assert.is_true(exists(path))
+    local mode = emulator.run("stat -c %a " .. emulator.shell_quote(path)):match("%d+")
+    assert.equal("600", mode)
+    assert.equal("koophone.waker (" .. path .. ")", tostring(w))
+    w:close()
+    assert.is_false(exists(path))
+    assert.equal("koophone.waker (closed)", tostring(w))
+    w:close() -- twice is fine
+    assert.has_error(function() w:ring() end, "koophone waker is closed")
+  end)
+
+  it("removes the socket files of killed processes as it starts", function()
+    local dead = emulator.run("sh -c 'echo $$'"):match("%d+") -- a pid that has ended
+    local dir = (os.getenv("TMPDIR") or ""):gsub("/$", "")
+    if dir == "" then dir = "/tmp" end
+    local stale = dir .. "/koophone-waker-" .. dead .. "-0000000000000000"
+    local alive = dir .. "/koophone-waker-1-0000000000000000" -- pid 1 lives: left alone
+    emulator.run("touch " .. stale .. " " .. alive)
+    local w = assert(core.waker())
+    assert.matches("^" .. dir:gsub("%p", "%%%0") .. "/", w:path())
+    assert.is_false(select(2, emulator.run("test -e " .. stale)) == 0)
+    assert.is_true(select(2, emulator.run("test -e " .. alive)) == 0)
+    emulator.run("rm -f " .. alive)
+    w:close()
+  end)
+
+  it("sends one byte when a reply arrives, and no other until it is re-armed", function()
+    local w = assert(core.waker())
+    local engine = core.engine()
+    w:add(engine)
+    warm(engine)
+    local c = connect(w:path())
+    local req = get(engine)
+    -- nothing yet: the request went out at submit, the emulator answers in 0.1 s
+    c:send("-1\n")
+    assert.same({ nil, "timeout" }, { byte(c, 0.03) })
+    assert.equal("!", byte(c, 5))
+    -- the reply is still unread (nobody drove the engine): still no second byte
+    assert.same({ nil, "timeout" }, { byte(c, 0.1) })
+    -- armed again while the socket is still ready: at once
+    c:send("-1\n")
+    assert.equal("!", byte(c, 5))
+    -- driven: the engine is quiet; armed, nothing comes
+    engine:perform()
+    assert.is_true(req:done())
+    c:send("-1\n")
+    assert.same({ nil, "timeout" }, { byte(c, 0.1) })
+    c:close()
+    engine:close()
+    w:close()
+  end)
+
+  it("watches several engines; one that closes leaves the others watched", function()
+    local w = assert(core.waker())
+    local a, b = core.engine(), core.engine()
+    w:add(a)
+    w:add(b)
+    w:add(b) -- twice is fine
+    local c = connect(w:path())
+    a:close()
+    local req = get(b)
+    assert.is_true(follow(c, b, req) >= 1)
+    assert.has_error(function() w:add(a) end)
+    c:close()
+    b:close()
+    w:close()
+  end)
+
+  it("keeps the host's timer: a byte when it is due, none without one", function()
+    local w = assert(core.waker())
+    local c = connect(w:path())
+    local t0 = core.now()
+    c:send("80\n")
+    assert.equal("!", byte(c, 5))
+    local took = core.now() - t0
+    assert.is_true(took >= 0.075 and took < 1, ("the 80 ms timer rang after %.3f s"):format(took))
+    -- a message split across writes, then a later one replacing it
+    c:send("5")
+    c:send("000\n-1\n")
+    assert.same({ nil, "timeout" }, { byte(c, 0.2) })
+    c:send("0\n")
+    assert.equal("!", byte(c, 1))
+    c:close()
+    w:close()
+  end)
+
+  it("ring() sends a byte with no engine ready, once", function()
+    local w = assert(core.waker())
+    local c = connect(w:path())
+    w:ring()
+    assert.equal("!", byte(c, 5))
+    c:send("-1\n")
+    -- the ring was used up when the byte went: armed, nothing comes
+    assert.same({ nil, "timeout" }, { byte(c, 0.1) })
+    w:ring()
+    assert.equal("!", byte(c, 5))
+    c:close()
+    w:close()
+  end)
+
+  it("goes back to accepting when the host closes its end (a driver that stops and starts again)", function()
+    local w = assert(core.waker())
+    local engine = core.engine()
+    w:add(engine)
+    for _ = 1, 3 do
+      local c = connect(w:path())
+      assert.is_true(follow(c, engine, get(engine)) >= 1)
+      c:close()
+    end
+    engine:close()
+    w:close()
+  end)
+
+  it("refuses a connection from another process", function()
+    local w = assert(core.waker())
+    local child = emulator.lua_command() .. " -e " .. emulator.shell_quote("P = [[" .. w:path() .. "]]") ..
+      [[ -e 'local u = require "socket.unix"
+      local c = (u.stream or u)(); assert(c:connect(P)); c:settimeout(5)
+      print(c:receive(1))' ]]
+    w:ring() -- a byte would be there for an accepted connection
+    local out = emulator.run("unset LD_PRELOAD; " .. child)
+    assert.matches("nil%s+closed", out)
+    -- the owner still gets in
+    local c = connect(w:path())
+    assert.equal("!", byte(c, 5))
+    c:close()
+    w:close()
+  end)
+
+  it("close() stops a thread that serves a connection; __gc does it for a dropped waker", function()
+    local w = assert(core.waker())
+    local c = connect(w:path())
+    local t0 = core.now()
+    w:close()
+    assert.is_true(core.now() - t0 < 1)
+    assert.same({ nil, "closed" }, { byte(c, 5) })
+    c:close()
+    local path = assert(core.waker()):path()
+    collectgarbage()
+    collectgarbage()
+    assert.is_false(exists(path))
+  end)
+end)
