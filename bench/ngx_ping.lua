@@ -1,31 +1,32 @@
 -- bench/ngx_ping.lua: how much a koophone batch inside an nginx worker slows
--- that worker's other requests. `runs` times: /ping latencies (sequential,
--- one keep-alive connection) while the worker runs a 1,000-instance
--- batch.run, and the same number of pings with the worker idle just
--- before; p99 during / p99 idle per run.
+-- that worker's other requests. /ping latencies (sequential, one keep-alive
+-- connection, kept for the whole run) while the worker runs a 1,000-instance
+-- batch.run, against /ping latencies with the worker idle.
 --
---   lua5.4 bench/ngx_ping.lua [runs=5] [n=1000] [pin=1]   (from the repo
---   root; needs build/luajit/koophone/core.so: make luajit-core)
+--   lua5.4 bench/ngx_ping.lua [runs=5] [rounds=4] [n=1000] [pin=1] [waker=1] [slack=0.01]
+--   (from the repo root; needs build/luajit/koophone/core.so: make luajit-core)
 --
 -- The emulator answers in 20 ms, jobs take 0.5 s (the OpenResty spec's
--- set-up). The idle reference has as many samples as the batch's window, so
--- that both p99 are read at the same depth. Prints one RESULT line.
+-- set-up). waker=0 and slack=0 run the batch with the stepping driver and
+-- without the sleep grid (the code before them), for comparison.
+--
+-- A run is `rounds` rounds, and a round is three windows, one after the
+-- other: idle (as many pings as the last batch window had), the batch, and
+-- the null control (/sleep for as long as the batch took: a request in the
+-- same worker that does nothing). Each run pools its rounds' samples:
+-- ratio = p99(batch windows) / p99(idle windows), null = p99(null windows)
+-- / p99(idle windows). Why pooled and interleaved: on this shared 2-core VM
+-- one 0.6 s window against the next moved the p99 by 0.7-1.6x with
+-- nothing running at all (the null control, one round per run); windows
+-- taken in turn put the VM's slow and fast stretches into both sides.
 --
 -- Where the processes run (pin=1, the default, with taskset and 2+ CPUs):
 -- the emulator stands in for the vendor's servers, which are not on the
--- host's machine. Left free on a 2-core machine, its work during the batch
--- lands on the worker's core and the pinging process's, and that alone
--- moved the p99 by 1.0-3.1x (the control below, unpinned). So the emulator
--- gets CPU 0; the worker and this process (the pinger) share CPU 1.
---
--- The control: each run also pings the same worker while the same batch
--- runs in a *second* nginx (on CPU 0, beside the emulator). Nothing of
--- koophone runs in the pinged worker then, so `control` is what the
--- machine alone does to the p99 while a batch runs somewhere.
+-- host's machine. So it gets CPU 0; the worker and this process (the
+-- pinger) share CPU 1. Prints one RESULT line.
 package.path = "lua/?.lua;lua/?/init.lua;./?.lua;" .. package.path
 local emulator = require "spec.support.emulator"
 local ngx_host = require "spec.support.ngx_host"
-local core = require "koophone.core"
 local cjson = require "cjson"
 
 local opt = {}
@@ -33,7 +34,8 @@ for i = 1, #arg do
   local k, v = arg[i]:match("^(%w+)=(.*)$")
   if k then opt[k] = tonumber(v) end
 end
-local runs, n = opt.runs or 5, opt.n or 1000
+local runs, rounds, n = opt.runs or 5, opt.rounds or 4, opt.n or 1000
+local batch_path = ("/batch?n=%d&waker=%d&slack=%s"):format(n, opt.waker or 1, opt.slack or 0.01)
 
 local function cpus()
   local p = io.popen("nproc 2>/dev/null; command -v taskset")
@@ -53,51 +55,47 @@ end
 local emu = emulator.start { cpus = far, scenario = { latency = { default = 0.02 }, durations = { default = 0.5 } } }
 local ok, host = pcall(ngx_host.start, { emu = emu, workers = 1, cpus = near })
 if not ok then emu:stop() error(host) end
-local ok2, other = pcall(ngx_host.start, { emu = emu, workers = 1, cpus = far })
-if not ok2 then host:stop() emu:stop() error(other) end
 local pct = ngx_host.percentile
 
--- pings to `host` while `other` runs a batch of n
-local function control()
-  local engine = core.engine()
-  local req = engine:submit { url = other.url .. "/batch?n=" .. n, method = "GET", timeout = 120000 }
-  local samples = {}
-  repeat
-    engine:perform()
-    for _, v in ipairs(host:probe(50)) do samples[#samples + 1] = v end
-    engine:perform()
-  until req:done()
-  local res = req:response()
-  engine:close()
-  assert(res and res.status == 200, "the control batch failed")
-  return samples
-end
+local function add(to, from) for _, v in ipairs(from) do to[#to + 1] = v end end
 
-local out = { runs = {}, instances = n, pinned = pin or false }
+local out = { runs = {}, instances = n, rounds = rounds, pinned = pin or false, batch = batch_path }
 local ok_run, err = pcall(function()
+  local pinger = host:pinger()
   -- modules loaded, JIT traces, connections to the emulator
-  host:probe(0, "/batch?n=100")
-  other:probe(0, "/batch?n=100")
-  local depth = 8000
+  pinger:probe(0, "/batch?n=100")
+  local depth, batch_s = 8000, 0.6
   for i = 1, runs do
-    local idle = host:probe(depth)
-    local during, res = host:probe(nil, "/batch?n=" .. n)
-    assert(res and res.status == 200 and res.body.ok == n, "the batch failed")
-    depth = #during
-    local ctl = control()
-    local r = { idle_p99 = pct(idle, 0.99), during_p99 = pct(during, 0.99), idle_n = #idle, during_n = #during,
+    local idle, during, null, per_round = {}, {}, {}, {}
+    local elapsed = {}
+    for r = 1, rounds do
+      local w_idle = pinger:probe(depth)
+      local w_batch, res = pinger:probe(nil, batch_path)
+      assert(res and res.status == 200 and res.body.ok == n, "the batch failed")
+      batch_s = res.body.elapsed
+      local w_null = pinger:probe(nil, ("/sleep?s=%.3f"):format(batch_s))
+      depth = #w_batch
+      add(idle, w_idle); add(during, w_batch); add(null, w_null)
+      per_round[r] = pct(w_batch, 0.99) / pct(w_idle, 0.99)
+      elapsed[r] = batch_s
+    end
+    local x = { idle_p99 = pct(idle, 0.99), during_p99 = pct(during, 0.99), null_p99 = pct(null, 0.99),
+                idle_n = #idle, during_n = #during, null_n = #null,
                 idle_p50 = pct(idle, 0.5), during_p50 = pct(during, 0.5), during_max = pct(during, 1),
-                control_p99 = pct(ctl, 0.99), control_n = #ctl, batch_s = res.body.elapsed }
-    r.ratio = r.during_p99 / r.idle_p99
-    r.control_ratio = r.control_p99 / r.idle_p99
-    out.runs[i] = r
-    io.stderr:write(("run %d: /ping p99 idle %.3f ms (n=%d), during the batch %.3f ms (n=%d): %.2fx;" ..
-      " control (the batch in another nginx) %.2fx\n"):format(
-      i, r.idle_p99 * 1000, r.idle_n, r.during_p99 * 1000, r.during_n, r.ratio, r.control_ratio))
+                per_round = per_round, batch_s = elapsed }
+    x.ratio = x.during_p99 / x.idle_p99
+    x.null_ratio = x.null_p99 / x.idle_p99
+    out.runs[i] = x
+    local rs = {}
+    for r = 1, #per_round do rs[r] = ("%.2f"):format(per_round[r]) end
+    io.stderr:write(("run %d: /ping p99 idle %.3f ms (n=%d), during the batches %.3f ms (n=%d): %.2fx;" ..
+      " null control %.2fx; rounds alone %s\n"):format(
+      i, x.idle_p99 * 1000, x.idle_n, x.during_p99 * 1000, x.during_n, x.ratio, x.null_ratio,
+      table.concat(rs, " ")))
   end
+  pinger:close()
 end)
 host:stop()
-other:stop()
 emu:stop()
 if not ok_run then error(err, 0) end
 io.write("RESULT ", cjson.encode(out), "\n")

@@ -145,6 +145,33 @@ describe_or_skip("core.waker", function()
     w:close()
   end)
 
+  it("retime(ms) moves an armed thread's timer earlier, never later, without a byte now", function()
+    local w = assert(core.waker())
+    local c = connect(w:path())
+    c:send("-1\n")
+    assert.same({ nil, "timeout" }, { byte(c, 0.05) })
+    local t0 = core.now()
+    w:retime(500)
+    w:retime(60) -- the earlier one counts
+    w:retime(300)
+    assert.equal("!", byte(c, 5))
+    local took = core.now() - t0
+    assert.is_true(took >= 0.055 and took < 0.4, ("the timer rang after %.3f s"):format(took))
+    -- disarmed (the host is taking its turn): the host's next arming has
+    -- every timer, so a retime now is dropped
+    w:retime(0)
+    c:send("-1\n")
+    assert.same({ nil, "timeout" }, { byte(c, 0.1) })
+    -- armed with a timer: a later retime does not postpone it
+    t0 = core.now()
+    c:send("80\n")
+    w:retime(2000)
+    assert.equal("!", byte(c, 5))
+    assert.is_true(core.now() - t0 < 0.5)
+    c:close()
+    w:close()
+  end)
+
   it("ring() sends a byte with no engine ready, once", function()
     local w = assert(core.waker())
     local c = connect(w:path())

@@ -11,6 +11,9 @@
  *   --   reads one byte  (an engine is ready, the timer is due, or
  *   --                    w:ring() was called)
  *   --   drives the engines
+ *   w:retime(ms)                      -- (any thread of the host's) the timer
+ *                                     -- is due in ms at the latest: a new
+ *                                     -- transfer, without waking the host
  *   w:close()                         -- stops and joins the thread
  *
  * One byte per arming: however many replies arrive, the host wakes once
@@ -52,6 +55,9 @@
 typedef struct kp_waker {
   int hub;              /* epoll set of the engines' descriptors and `ring` */
   int ring;             /* eventfd: w:ring() */
+  int retime;           /* eventfd: w:retime(ms) */
+  long long retime_due; /* now_ms() the next timer is due by, -1: none
+                           (__atomic: the host's thread sets it) */
   int stop;             /* eventfd: w:close() */
   int listener;
   pid_t pid;            /* the process that may connect */
@@ -108,15 +114,15 @@ static void take(arming *a, const char *p, ssize_t n) {
 static int serve(kp_waker *w, int conn) {
   arming a = {0, 0, 0, 1, -1};
   for (;;) {
-    struct pollfd p[3] = {
-      {w->stop, POLLIN, 0}, {conn, POLLIN, 0}, {w->hub, POLLIN, 0}
+    struct pollfd p[4] = {
+      {w->stop, POLLIN, 0}, {conn, POLLIN, 0}, {w->retime, POLLIN, 0}, {w->hub, POLLIN, 0}
     };
     int timeout = -1, due_now = 0;
     if (a.armed && a.due >= 0) {
       long long left = a.due - now_ms();
       timeout = left <= 0 ? 0 : (int)left;
     }
-    if (poll(p, a.armed ? 3 : 2, timeout) < 0) {
+    if (poll(p, a.armed ? 4 : 3, timeout) < 0) {
       if (errno == EINTR) continue;
       return 1;
     }
@@ -128,8 +134,16 @@ static int serve(kp_waker *w, int conn) {
       if (n > 0) take(&a, buf, n);
       continue; /* look at the hub and the timer again before reporting */
     }
+    if (p[2].revents) {
+      /* an earlier timer: only while armed (the host's next arming reads
+       * every engine's timer anyway) */
+      long long due = __atomic_exchange_n(&w->retime_due, -1LL, __ATOMIC_ACQ_REL);
+      drain(w->retime);
+      if (a.armed && due >= 0 && (a.due < 0 || due < a.due)) a.due = due;
+      continue;
+    }
     if (a.armed && a.due >= 0 && now_ms() >= a.due) due_now = 1;
-    if (a.armed && (p[2].revents || due_now)) {
+    if (a.armed && (p[3].revents || due_now)) {
       drain(w->ring);
       if (send(conn, "!", 1, MSG_NOSIGNAL) != 1) return 0;
       a.armed = 0;
@@ -172,8 +186,9 @@ static void close_fds(kp_waker *w) {
   if (w->listener >= 0) close(w->listener);
   if (w->hub >= 0) close(w->hub);
   if (w->ring >= 0) close(w->ring);
+  if (w->retime >= 0) close(w->retime);
   if (w->stop >= 0) close(w->stop);
-  w->listener = w->hub = w->ring = w->stop = -1;
+  w->listener = w->hub = w->ring = w->retime = w->stop = -1;
 }
 
 /* w:close(): stops and joins the thread, removes the socket file. Twice is
@@ -252,17 +267,19 @@ static int waker_new(lua_State *L) {
   kp_waker *w = (kp_waker *)lua_newuserdata(L, sizeof *w);
   struct epoll_event ev;
   memset(w, 0, sizeof *w);
-  w->hub = w->ring = w->stop = w->listener = -1;
+  w->hub = w->ring = w->retime = w->stop = w->listener = -1;
+  w->retime_due = -1;
   w->pid = getpid();
   luaL_getmetatable(L, KP_WAKER_MT);
   lua_setmetatable(L, -2);
   w->hub = epoll_create1(EPOLL_CLOEXEC);
   w->ring = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  w->retime = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   w->stop = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   memset(&ev, 0, sizeof ev);
   ev.events = EPOLLIN;
   ev.data.fd = w->ring;
-  if (w->hub < 0 || w->ring < 0 || w->stop < 0 || epoll_ctl(w->hub, EPOLL_CTL_ADD, w->ring, &ev) < 0 ||
+  if (w->hub < 0 || w->ring < 0 || w->retime < 0 || w->stop < 0 || epoll_ctl(w->hub, EPOLL_CTL_ADD, w->ring, &ev) < 0 ||
       bind_listener(w) < 0) {
     int err = errno;
     w->closed = 1;
@@ -309,6 +326,24 @@ static int waker_ring(lua_State *L) {
   return 0;
 }
 
+/* w:retime(ms): the armed thread's timer is due in ms milliseconds at the
+ * latest (a new transfer's curl timer), without a byte to the host now. */
+static int waker_retime(lua_State *L) {
+  kp_waker *w = check_waker(L);
+  lua_Number ms = luaL_checknumber(L, 2);
+  long long due, seen;
+  uint64_t one = 1;
+  if (!(ms >= 0)) ms = 0;
+  if (ms > 86400000) ms = 86400000;
+  due = now_ms() + (long long)ms;
+  seen = __atomic_load_n(&w->retime_due, __ATOMIC_ACQUIRE);
+  while (seen < 0 || due < seen) { /* keep the earliest */
+    if (__atomic_compare_exchange_n(&w->retime_due, &seen, due, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) break;
+  }
+  if (write(w->retime, &one, sizeof one) < 0) { /* saturated: the thread looks anyway */ }
+  return 0;
+}
+
 /* w:path() -> the socket file to connect to */
 static int waker_path(lua_State *L) {
   kp_waker *w = check_waker(L);
@@ -327,6 +362,7 @@ int kp_waker_open(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"add", waker_add},
     {"ring", waker_ring},
+    {"retime", waker_retime},
     {"path", waker_path},
     {"close", waker_close},
     {NULL, NULL}

@@ -101,7 +101,7 @@ http {
                 local adapter = require "koophone.sched.ngx"
                 local st = adapter.stats or {}
                 ngx.say(require("cjson").encode { sleeps = KP_SLEEPS, driver = st.driver or 0,
-                                                  handlers = st.handlers or 0, rings = st.rings or 0,
+                                                  handlers = st.handlers or 0, retimes = st.retimes or 0,
                                                   waker = st.waker or false, waker_error = st.waker_error })
                 KP_SLEEPS = 0
                 if adapter.reset_stats then adapter.reset_stats() end
@@ -209,25 +209,36 @@ function Host:stop()
       "rm -rf " .. shq(self.prefix))
 end
 
---- Sequential /ping latencies (seconds) over one keep-alive connection,
--- measured with koophone's own engine: `n` of them, or, with `path`, as many
--- as fit while a GET of `path` (e.g. "/batch?n=1000") runs on a second
--- connection, to this host or to host `at`. Returns the samples and, with
--- `path`, that response `{status, body}`.
-function Host:probe(n, path, at)
+--- A pinger: sequential /ping requests over one keep-alive connection,
+-- kept from one `probe` to the next (a new connection would put a TCP
+-- handshake into the first sample of every window). Measured with
+-- koophone's own engine.
+local Pinger = {}
+Pinger.__index = Pinger
+
+function Host:pinger()
   local core = require "koophone.core"
-  local engine, engine2 = core.engine(), core.engine()
-  local ping = { url = self.url .. "/ping", method = "GET", timeout = 10000 }
+  return setmetatable({ host = self, engine = core.engine(), other = core.engine(),
+                        ping = { url = self.url .. "/ping", method = "GET", timeout = 10000 } }, Pinger)
+end
+
+--- Sequential /ping latencies (seconds): `n` of them, or, with `path`, as
+-- many as fit while a GET of `path` (e.g. "/batch?n=1000") runs on a
+-- second connection, to this host or to host `at`. Returns the samples
+-- and, with `path`, that response `{status, body}`.
+function Pinger:probe(n, path, at)
+  local core = require "koophone.core"
+  local engine, engine2 = self.engine, self.other
   -- its own engine: curl would make a ping wait (PIPEWAIT) for this
   -- connection's first response before opening a second one
-  local other = path and engine2:submit { url = (at or self).url .. path, method = "GET", timeout = 120000 }
+  local other = path and engine2:submit { url = (at or self.host).url .. path, method = "GET", timeout = 120000 }
   local samples = {}
   while true do
     engine2:perform()
     if other and other:done() then break end
     if not other and #samples >= n then break end
     local t0 = core.now()
-    local req = engine:submit(ping)
+    local req = engine:submit(self.ping)
     repeat
       engine:perform()
       engine2:perform()
@@ -237,10 +248,20 @@ function Host:probe(n, path, at)
     assert(res and res.status == 204, "ping failed")
     samples[#samples + 1] = core.now() - t0
   end
-  local res
-  if other then res = other:response() end
-  engine:close()
-  engine2:close()
+  if other then return samples, other:response() end
+  return samples
+end
+
+function Pinger:close()
+  self.engine:close()
+  self.other:close()
+end
+
+--- `Host:pinger():probe(n, path, at)` with a pinger of its own.
+function Host:probe(n, path, at)
+  local p = self:pinger()
+  local samples, res = p:probe(n, path, at)
+  p:close()
   return samples, res
 end
 

@@ -49,14 +49,13 @@ M.use_waker = true
 
 --- Wake-ups counted since the worker started (or since `reset_stats`):
 -- `driver` (the driver's sleeps that ended), `handlers` (parked
--- handlers and handler sleeps that ended) and `rings` (new waits that
--- woke a waiting driver because curl's timer was due sooner). They say
--- what waiting costs. `waker` is true while the driver waits on a waker,
+-- handlers and handler sleeps that ended) and `retimes` (new waits that
+-- moved the waker's timer earlier). They say what waiting costs. `waker` is true while the driver waits on a waker,
 -- and `waker_error` says why it does not, if it tried and could not.
-M.stats = { driver = 0, handlers = 0, rings = 0, waker = false, waker_error = nil }
+M.stats = { driver = 0, handlers = 0, retimes = 0, waker = false, waker_error = nil }
 
 --- Sets the wake-up counters back to zero.
-function M.reset_stats() M.stats.driver, M.stats.handlers, M.stats.rings = 0, 0, 0 end
+function M.reset_stats() M.stats.driver, M.stats.handlers, M.stats.retimes = 0, 0, 0 end
 
 -- phases in which ngx.sleep may be called (it yields the request's coroutine)
 local YIELDABLE = {
@@ -142,17 +141,18 @@ local function get_waker()
   return waker
 end
 
--- a new wait: the waker must watch its engine, and a waiting driver must
--- wake before curl's timer for the new transfer is due
+-- a new wait: the waker must watch its engine, and its timer must be due
+-- no later than curl's timer for the new transfer (the thread takes the
+-- earlier time; the driver sleeps on)
 loop.on_watch = function(engine)
   if not waker then return end
   watch_engine(engine)
   if driver.sock and driver.sleeping then
     local ok, t = pcall(engine.timeout, engine)
     if ok and t >= 0 and now() + t / 1000 < driver.wake_at then
-      driver.wake_at = 0 -- one ring per wait
-      M.stats.rings = M.stats.rings + 1
-      waker:ring()
+      driver.wake_at = now() + t / 1000
+      M.stats.retimes = M.stats.retimes + 1
+      waker:retime(t)
     end
   end
 end
@@ -275,7 +275,7 @@ function M.finish(l)
     while l:step() > 0 do
       local wake = l:next_wake()
       if not wake or wake > 0 then
-        bell:wait(wake and math.max(wake, 0.001) or FOREVER)
+        bell:wait(wake and (math.ceil(wake * 1000) + 1) / 1000 or FOREVER)
         M.stats.handlers = M.stats.handlers + 1
       end
     end
