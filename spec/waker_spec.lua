@@ -37,9 +37,12 @@ describe_or_skip("core.waker", function()
 
   -- a request to its end, so that the next one reuses the connection (a
   -- new connection makes the engine ready for writing first)
-  local function warm(engine)
-    local req = get(engine)
-    while not req:done() do engine:perform() engine:wait(100) end
+  local function warm(engine, k)
+    local reqs = {}
+    for i = 1, k or 1 do reqs[i] = get(engine) end
+    for i = 1, #reqs do
+      while not reqs[i]:done() do engine:perform() engine:wait(100) end
+    end
     engine:perform()
   end
 
@@ -83,6 +86,12 @@ describe_or_skip("core.waker", function()
     assert.is_true(select(2, emulator.run("test -e " .. alive)) == 0)
     emulator.run("rm -f " .. alive)
     w:close()
+  end)
+
+  it("returns nil and a message when it cannot make its socket file (the host then steps)", function()
+    local out = emulator.run("TMPDIR=/nonexistent/dir " .. emulator.lua_command() ..
+      [[ -e 'print(require("koophone.core").waker())']])
+    assert.matches("^nil%s+koophone waker: No such file or directory", out)
   end)
 
   it("sends one byte when a reply arrives, and no other until it is re-armed", function()
@@ -170,6 +179,46 @@ describe_or_skip("core.waker", function()
     assert.is_true(core.now() - t0 < 0.5)
     c:close()
     w:close()
+  end)
+
+  it("linger_ms: a reply soon after the last byte waits for the rest of its burst; a lone one does not", function()
+    local function burst(linger)
+      local w = assert(core.waker { linger_ms = linger })
+      local engine = core.engine()
+      w:add(engine)
+      warm(engine, 5) -- five connections: no connect in what is measured
+      local c = connect(w:path())
+      -- a lone reply (nothing sent for a while): at once
+      local t0 = core.now()
+      assert.equal(1, follow(c, engine, get(engine)))
+      local lone = core.now() - t0
+      -- five replies 5 ms apart, driven with no timer: one turn per byte
+      local reqs = {}
+      for i = 1, 5 do
+        reqs[i] = get(engine, "/v1/instances/tasks/nope" .. i)
+        local t = core.now() + 0.005
+        repeat until core.now() >= t
+      end
+      local turns = 0
+      while not reqs[5]:done() do
+        c:send("-1\n")
+        assert.equal("!", byte(c, 5))
+        turns = turns + 1
+        engine:perform()
+      end
+      c:close()
+      engine:close()
+      w:close()
+      return lone, turns
+    end
+    assert.has_error(function() core.waker { linger_ms = 5000 } end,
+      "waker option 'linger_ms' must be a number from 0 to 1000 (ms a reply of a burst is held), got 5000")
+    local lone0, turns0 = burst(0)
+    local lone, turns = burst(30)
+    -- the lone reply was not held (the emulator answers in 0.1 s)
+    assert.is_true(lone < 0.125 and lone0 < 0.125, ("lone replies took %.3f and %.3f s"):format(lone, lone0))
+    -- held 30 ms from the first of the burst: fewer turns than replies
+    assert.is_true(turns < turns0, ("%d turns with linger, %d without"):format(turns, turns0))
   end)
 
   it("ring() sends a byte with no engine ready, once", function()

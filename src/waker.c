@@ -63,6 +63,7 @@ typedef struct kp_waker {
   pid_t pid;            /* the process that may connect */
   pthread_t thread;
   int started, closed;
+  int linger_ms;        /* see serve() */
   char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 } kp_waker;
 
@@ -110,19 +111,23 @@ static void take(arming *a, const char *p, ssize_t n) {
   }
 }
 
-/* Serves one connection until its host end closes (0) or stop rings (1). */
+/* Serves one connection until its host end closes (0) or stop rings (1).
+ * With linger_ms, a reply that comes within 10 linger_ms of the last byte
+ * (a burst: the replies to queries sent together) is held linger_ms, so
+ * that the host reads the rest of the burst in the same turn. */
 static int serve(kp_waker *w, int conn) {
   arming a = {0, 0, 0, 1, -1};
+  long long last_sent = -1, hold_until = -1;
   for (;;) {
     struct pollfd p[4] = {
       {w->stop, POLLIN, 0}, {conn, POLLIN, 0}, {w->retime, POLLIN, 0}, {w->hub, POLLIN, 0}
     };
-    int timeout = -1, due_now = 0;
-    if (a.armed && a.due >= 0) {
-      long long left = a.due - now_ms();
-      timeout = left <= 0 ? 0 : (int)left;
-    }
-    if (poll(p, a.armed ? 4 : 3, timeout) < 0) {
+    long long now = now_ms(), next = -1;
+    int holding = a.armed && hold_until >= 0, watch_hub = a.armed && !holding, fire = 0, timeout = -1;
+    if (a.armed && a.due >= 0) next = a.due;
+    if (holding && (next < 0 || hold_until < next)) next = hold_until;
+    if (next >= 0) timeout = next <= now ? 0 : (int)(next - now);
+    if (poll(p, watch_hub ? 4 : 3, timeout) < 0) {
       if (errno == EINTR) continue;
       return 1;
     }
@@ -142,11 +147,22 @@ static int serve(kp_waker *w, int conn) {
       if (a.armed && due >= 0 && (a.due < 0 || due < a.due)) a.due = due;
       continue;
     }
-    if (a.armed && a.due >= 0 && now_ms() >= a.due) due_now = 1;
-    if (a.armed && (p[3].revents || due_now)) {
+    now = now_ms();
+    if (a.armed && a.due >= 0 && now >= a.due) fire = 1;
+    if (holding && now >= hold_until) fire = 1;
+    if (!fire && watch_hub && p[3].revents) {
+      if (w->linger_ms > 0 && last_sent >= 0 && now - last_sent < 10LL * w->linger_ms) {
+        hold_until = now + w->linger_ms;
+        continue;
+      }
+      fire = 1;
+    }
+    if (fire) {
       drain(w->ring);
       if (send(conn, "!", 1, MSG_NOSIGNAL) != 1) return 0;
       a.armed = 0;
+      hold_until = -1;
+      last_sent = now;
     }
   }
 }
@@ -262,11 +278,16 @@ static int start_thread(kp_waker *w) {
   return rc;
 }
 
-/* core.waker() -> a waker, or nil and a message */
+/* core.waker{linger_ms = 0} -> a waker, or nil and a message */
 static int waker_new(lua_State *L) {
-  kp_waker *w = (kp_waker *)lua_newuserdata(L, sizeof *w);
+  kp_waker *w;
   struct epoll_event ev;
+  long linger;
+  if (!lua_isnoneornil(L, 1)) luaL_checktype(L, 1, LUA_TTABLE);
+  linger = kp_opt_range(L, 1, "linger_ms", 0, 1000, "waker option", "ms a reply of a burst is held");
+  w = (kp_waker *)lua_newuserdata(L, sizeof *w);
   memset(w, 0, sizeof *w);
+  w->linger_ms = (int)linger;
   w->hub = w->ring = w->retime = w->stop = w->listener = -1;
   w->retime_due = -1;
   w->pid = getpid();

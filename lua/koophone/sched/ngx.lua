@@ -42,9 +42,15 @@ M.max_step = 0.004
 --- The longest sleep of the driver when nothing is in flight.
 M.idle_step = 0.05
 
---- Wait on a waker thread (Linux) rather than step: see above. Set it
--- before the worker's first koophone wait; false makes the driver step.
+--- Wait on a waker thread (Linux) rather than step: see above. Read as
+-- the driver starts; false makes the driver step.
 M.use_waker = true
+
+--- With a waker: a reply that comes within 10 ms of the driver's last
+-- wake-up (the rest of a burst of replies) is held this long, so that the
+-- driver reads the burst in one turn rather than one turn each. An
+-- isolated reply is never held. Read when the worker's waker is made.
+M.linger = 0.001
 
 
 --- Wake-ups counted since the worker started (or since `reset_stats`):
@@ -134,7 +140,7 @@ local function get_waker()
     M.stats.waker_error = "core.waker: Linux only"
     return nil
   end
-  local w, err = core.waker()
+  local w, err = core.waker { linger_ms = math.floor(M.linger * 1000 + 0.5) }
   if not w then no_waker(err) return nil end
   waker = w
   for _, engine in ipairs(loop.engines()) do watch_engine(engine) end
