@@ -21,17 +21,26 @@ end
 
 local describe_or_skip = ready and describe or pending
 
-describe_or_skip("OpenResty host (koophone.sched.ngx)", function()
+-- an emulator with `scenario` and a host in front of it, for one describe
+-- block: setup and teardown, and a function that returns the host
+local function emulator_and_host(scenario)
   local emu, host
   setup(function()
     math.randomseed(os.time() + math.floor(os.clock() * 1e6))
-    emu = emulator.start { scenario = { latency = { default = 0.02 }, durations = { default = 0.5 } } }
+    emu = emulator.start { scenario = scenario }
     host = ngx_host.start { emu = emu, workers = 1 }
   end)
   teardown(function()
     if host then host:stop() end
     if emu then emu:stop() end
   end)
+  return function() return host end
+end
+
+describe_or_skip("OpenResty host (koophone.sched.ngx)", function()
+  local running = emulator_and_host { latency = { default = 0.02 }, durations = { default = 0.5 } }
+  local host
+  before_each(function() host = running() end)
 
   it("runs under LuaJIT with the adapter installed by itself", function()
     local _, res = host:probe(0, "/info")
@@ -114,17 +123,10 @@ describe_or_skip("OpenResty host (koophone.sched.ngx)", function()
 end)
 
 describe_or_skip("OpenResty driver on the waker thread", function()
-  local emu, host
-  setup(function()
-    math.randomseed(os.time() + math.floor(os.clock() * 1e6))
-    -- submitting the task takes 1 s: one request in flight, nothing else
-    emu = emulator.start { scenario = { latency = { default = 0.01, ["async-command"] = 1 } } }
-    host = ngx_host.start { emu = emu, workers = 1 }
-  end)
-  teardown(function()
-    if host then host:stop() end
-    if emu then emu:stop() end
-  end)
+  -- submitting the task takes 1 s: one request in flight, nothing else
+  local running = emulator_and_host { latency = { default = 0.01, ["async-command"] = 1 } }
+  local host
+  before_each(function() host = running() end)
 
   local function wakeups()
     local out = emulator.run("curl -s " .. emulator.shell_quote(host.url .. "/wakeups"))
@@ -163,9 +165,8 @@ describe_or_skip("OpenResty driver on the waker thread", function()
     local worker = emulator.run("pgrep -P " .. mpid):match("%d+")
     local files = emulator.run("ls /tmp/koophone-waker-" .. worker .. "-* 2>/dev/null")
     assert.matches("koophone%-waker%-" .. worker, files)
-    host:stop()
+    host:stop() -- (teardown's stop is then a no-op)
     files = emulator.run("ls /tmp/koophone-waker-" .. worker .. "-* 2>/dev/null")
     assert.equal("", files)
-    host = nil
   end)
 end)

@@ -19,6 +19,21 @@ static int core_now(lua_State *L) {
   return 1;
 }
 
+/* Makes the metatable of a userdata type: `methods` as its __index, `gc`
+ * and `tostring` as __gc and __tostring. Leaves the stack as it was. */
+void kp_new_type(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc,
+                 lua_CFunction tostring) {
+  luaL_newmetatable(L, name);
+  lua_newtable(L);
+  kp_setfuncs(L, methods, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
+}
+
 LUALIB_API int luaopen_koophone_core(lua_State *L);
 LUALIB_API int luaopen_koophone_core(lua_State *L) {
   static const luaL_Reg funcs[] = {

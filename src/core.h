@@ -99,6 +99,10 @@ struct kp_engine {
   int closed;
 };
 
+/* core.c: a userdata type's metatable (methods as __index, __gc, __tostring) */
+void kp_new_type(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc,
+                 lua_CFunction tostring);
+
 /* engine.c */
 kp_engine *kp_check_engine(lua_State *L, int idx);
 CURL *kp_engine_take_easy(kp_engine *e);

@@ -493,15 +493,7 @@ int kp_engine_open(lua_State *L) {
     {"close", engine_close},
     {NULL, NULL}
   };
-  luaL_newmetatable(L, KP_ENGINE_MT);
-  lua_newtable(L);
-  kp_setfuncs(L, methods, 0);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, engine_close);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, engine_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_pop(L, 1);
+  kp_new_type(L, KP_ENGINE_MT, methods, engine_close, engine_tostring);
   lua_pushcfunction(L, engine_new);
   lua_setfield(L, -2, "engine");
   return 0;

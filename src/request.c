@@ -628,18 +628,14 @@ int kp_request_open(lua_State *L) {
     {"cancel", request_cancel},
     {NULL, NULL}
   };
-  luaL_newmetatable(L, KP_REQUEST_MT);
-  lua_newtable(L);
-  kp_setfuncs(L, methods, 0);
+  kp_new_type(L, KP_REQUEST_MT, methods, request_gc, request_tostring);
+  /* response() keeps the row decoders as upvalues */
+  luaL_getmetatable(L, KP_REQUEST_MT);
+  lua_getfield(L, -1, "__index");
   kp_cmd_rows_push_decoder(L);
   kp_job_rows_push_decoder(L);
   lua_pushcclosure(L, request_response, 2);
   lua_setfield(L, -2, "response");
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, request_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, request_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_pop(L, 1);
+  lua_pop(L, 2);
   return 0;
 }

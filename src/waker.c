@@ -388,15 +388,7 @@ int kp_waker_open(lua_State *L) {
     {"close", waker_close},
     {NULL, NULL}
   };
-  luaL_newmetatable(L, KP_WAKER_MT);
-  lua_newtable(L);
-  kp_setfuncs(L, methods, 0);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, waker_close);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, waker_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_pop(L, 1);
+  kp_new_type(L, KP_WAKER_MT, methods, waker_close, waker_tostring);
   lua_pushcfunction(L, waker_new);
   lua_setfield(L, -2, "waker");
   return 0;

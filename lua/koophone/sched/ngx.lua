@@ -52,12 +52,12 @@ M.use_waker = true
 -- isolated reply is never held. Read when the worker's waker is made.
 M.linger = 0.001
 
-
 --- Wake-ups counted since the worker started (or since `reset_stats`):
 -- `driver` (the driver's sleeps that ended), `handlers` (parked
 -- handlers and handler sleeps that ended) and `retimes` (new waits that
--- moved the waker's timer earlier). They say what waiting costs. `waker` is true while the driver waits on a waker,
--- and `waker_error` says why it does not, if it tried and could not.
+-- moved the waker's timer earlier). They say what waiting costs. `waker`
+-- is true while the driver waits on a waker, and `waker_error` says why
+-- it does not, if it tried and could not.
 M.stats = { driver = 0, handlers = 0, retimes = 0, waker = false, waker_error = nil }
 
 --- Sets the wake-up counters back to zero.
@@ -177,8 +177,10 @@ end
 -- when the socket failed (then the driver steps). The read has no
 -- timeout of its own (the waker keeps the timer), so nginx logs nothing.
 local function wait_on_waker(sock)
-  -- no curl timer: still a byte before the read's own timeout
-  local t = loop.engines_timeout() or (FOREVER - 60) * 1000
+  -- no curl timer, or a later one: still a byte before the read's own
+  -- timeout (the driver then just arms the thread again)
+  local t, cap = loop.engines_timeout(), (FOREVER - 60) * 1000
+  if not t or t > cap then t = cap end
   local ms = math.ceil(t)
   driver.wake_at = now() + ms / 1000
   local sent, err = sock:send(ms .. "\n")
