@@ -141,7 +141,9 @@ static int serve(kp_waker *w, int conn) {
     }
     if (p[2].revents) {
       /* an earlier timer: only while armed (the host's next arming reads
-       * every engine's timer anyway) */
+       * every engine's timer anyway). One that comes in the same poll as
+       * an arming applies to it: at worst an early byte, never a lost
+       * timer (the host may retime right after it armed). */
       long long due = __atomic_exchange_n(&w->retime_due, -1LL, __ATOMIC_ACQ_REL);
       drain(w->retime);
       if (a.armed && due >= 0 && (a.due < 0 || due < a.due)) a.due = due;
