@@ -14,11 +14,7 @@ local emulator = require "spec.support.emulator"
 local koophone = require "koophone"
 local batch = require "koophone.batch"
 
-local opt = {}
-for i = 1, #arg do
-  local k, v = arg[i]:match("^(%w+)=(.*)$")
-  if k then opt[k] = tonumber(v) end
-end
+local opt = require("bench.args")(arg)
 local batches, n = opt.batches or 10, opt.n or 1000
 
 local emu = emulator.start { scenario = { latency = { default = 0.02 }, durations = { default = 0.5 } } }

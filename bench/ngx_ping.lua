@@ -29,11 +29,7 @@ local emulator = require "spec.support.emulator"
 local ngx_host = require "spec.support.ngx_host"
 local cjson = require "cjson"
 
-local opt = {}
-for i = 1, #arg do
-  local k, v = arg[i]:match("^(%w+)=(.*)$")
-  if k then opt[k] = tonumber(v) end
-end
+local opt = require("bench.args")(arg)
 local runs, rounds, n = opt.runs or 5, opt.rounds or 4, opt.n or 1000
 local batch_path = ("/batch?n=%d&waker=%d&slack=%s"):format(n, opt.waker or 1, opt.slack or 0.01)
 

@@ -12,11 +12,7 @@ local emulator = require "spec.support.emulator"
 local ngx_host = require "spec.support.ngx_host"
 local cjson = require "cjson"
 
-local opt = {}
-for i = 1, #arg do
-  local k, v = arg[i]:match("^(%w+)=(.*)$")
-  if k then opt[k] = tonumber(v) end
-end
+local opt = require("bench.args")(arg)
 local secs, handlers = opt.secs or 30, opt.handlers or 100
 
 local emu = emulator.start { scenario = { latency = { default = 0.02 } } }
