@@ -155,8 +155,9 @@ loop.on_watch = function(engine)
   watch_engine(engine)
   if driver.sock and driver.sleeping then
     local ok, t = pcall(engine.timeout, engine)
-    if ok and t >= 0 and now() + t / 1000 < driver.wake_at then
-      driver.wake_at = now() + t / 1000
+    local due = ok and t >= 0 and now() + t / 1000
+    if due and due < driver.wake_at then
+      driver.wake_at = due
       M.stats.retimes = M.stats.retimes + 1
       waker:retime(t)
     end
