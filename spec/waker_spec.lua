@@ -168,12 +168,13 @@ describe_or_skip("core.waker", function()
     assert.equal("!", byte(c, 5))
     local took = core.now() - t0
     assert.is_true(took >= 0.055 and took < 0.4, ("the timer rang after %.3f s"):format(took))
-    -- disarmed (the host is taking its turn): no byte, and once the thread
-    -- has seen it the retime is dropped, since the host's next arming has
-    -- every timer (one the thread only sees with that arming applies to it:
-    -- at worst one early byte, never a lost timer)
+    -- disarmed (the host is taking its turn): no byte now; the retime
+    -- applies to the next arming (at worst an early byte, never a lost
+    -- timer: a host may retime before the thread has read its arming)
     w:retime(0)
     assert.same({ nil, "timeout" }, { byte(c, 0.1) })
+    c:send("-1\n")
+    assert.equal("!", byte(c, 5))
     c:send("-1\n")
     assert.same({ nil, "timeout" }, { byte(c, 0.1) })
     -- armed with a timer: a later retime does not postpone it
@@ -182,6 +183,71 @@ describe_or_skip("core.waker", function()
     w:retime(2000)
     assert.equal("!", byte(c, 5))
     assert.is_true(core.now() - t0 < 0.5)
+    c:close()
+    w:close()
+  end)
+
+  it("arm(ms) arms the thread as the socket message does", function()
+    local w = assert(core.waker())
+    local engine = core.engine()
+    w:add(engine)
+    warm(engine)
+    local c = connect(w:path())
+    assert.same({ nil, "timeout" }, { byte(c, 0.05) }) -- armed at connect: nothing ready
+    local t0 = core.now()
+    w:arm(80)
+    assert.equal("!", byte(c, 5))
+    local took = core.now() - t0
+    assert.is_true(took >= 0.075 and took < 1, ("the 80 ms timer rang after %.3f s"):format(took))
+    -- no timer: a reply
+    local req = get(engine)
+    w:arm(-1)
+    assert.equal("!", byte(c, 5))
+    engine:perform()
+    assert.is_true(req:done())
+    w:arm(-1)
+    assert.same({ nil, "timeout" }, { byte(c, 0.1) })
+    c:close()
+    engine:close()
+    w:close()
+  end)
+
+  it("arm and retime do not wake the thread: it runs only to send a byte", function()
+    -- the thread, by name, and how often it has been woken
+    local stat = assert(io.open("/proc/self/stat"))
+    local pid = stat:read("l"):match("^(%d+)")
+    stat:close()
+    local function wakeups()
+      local p = io.popen("grep -l '^koophone-waker$' /proc/" .. pid .. "/task/*/comm 2>/dev/null")
+      local comm = p:read("l")
+      p:close()
+      assert.is_truthy(comm, "no thread named koophone-waker")
+      local f = assert(io.open((comm:gsub("comm$", "status"))))
+      local n = tonumber(f:read("a"):match("voluntary_ctxt_switches:%s*(%d+)"))
+      f:close()
+      return n
+    end
+    local w = assert(core.waker())
+    local c = connect(w:path())
+    local before = wakeups()
+    for _ = 1, 100 do
+      w:arm(60000)
+      w:retime(30000)
+      w:arm(-1)
+    end
+    local by_call = wakeups() - before
+    -- the same armings written to the socket: the thread reads each
+    before = wakeups()
+    for _ = 1, 100 do
+      c:send("60000\n")
+      emulator.run("true") -- a pause: one message per read
+    end
+    local by_socket = wakeups() - before
+    assert.is_true(by_call <= 2, ("300 calls woke the thread %d times"):format(by_call))
+    assert.is_true(by_socket >= 50, ("100 messages woke the thread %d times"):format(by_socket))
+    -- still armed, and its timer works
+    w:arm(10)
+    assert.equal("!", byte(c, 5))
     c:close()
     w:close()
   end)

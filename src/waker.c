@@ -6,8 +6,9 @@
  *   local w = core.waker()            -- listens on w:path()
  *   w:add(engine)                     -- watch this engine's descriptor
  *   -- the host connects to "unix:" .. w:path() and then, in turn:
- *   --   writes "<ms>\n" (arms the thread: curl's timer is due in ms
- *   --                    milliseconds; -1: no timer)
+ *   --   w:arm(ms)       (arms the thread: curl's timer is due in ms
+ *   --                    milliseconds; -1: no timer) or, the same,
+ *   --                    writes "<ms>\n" to the socket
  *   --   reads one byte  (an engine is ready, the timer is due, or
  *   --                    w:ring() was called)
  *   --   drives the engines
@@ -25,8 +26,15 @@
  * each time it starts). Only the creating process may connect
  * (SO_PEERCRED), and the socket file is mode 0600.
  *
- * Linux only (epoll, eventfd); elsewhere core.waker is absent and hosts
- * step instead. The thread blocks every signal, so the host's handlers
+ * w:arm and w:retime never wake the thread: they set its timer (a timerfd)
+ * and re-enable its one-shot watch of the engines in the epoll set it
+ * sleeps on. So the thread runs only when it has a byte to send: on a
+ * host's CPU, each wake-up of another thread delays what the host serves
+ * next (an OpenResty worker's other requests). An arming written to the
+ * socket wakes it to read the message, then works the same way.
+ *
+ * Linux only (epoll, eventfd, timerfd); elsewhere core.waker is absent and
+ * hosts step instead. The thread blocks every signal, so the host's handlers
  * (nginx's SIGQUIT, SIGHUP, ...) keep running in the host's own thread. */
 #define _GNU_SOURCE
 #include "core.h"
@@ -47,22 +55,34 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #define KP_WAKER_MT "koophone.waker"
 
+/* what the thread's epoll set (`top`) holds, by tag */
+enum { TAG_STOP, TAG_CONN, TAG_HUB, TAG_TIMER };
+
 typedef struct kp_waker {
+  int top;              /* the epoll set the thread sleeps on: stop, the
+                           host's connection, and (one-shot, re-enabled by
+                           each arming) hub and timer */
   int hub;              /* epoll set of the engines' descriptors and `ring` */
   int ring;             /* eventfd: w:ring() */
-  int retime;           /* eventfd: w:retime(ms) */
-  long long retime_due; /* now_ms() the next timer is due by, -1: none
-                           (__atomic: the host's thread sets it) */
+  int timer;            /* timerfd (CLOCK_MONOTONIC): the armed timer */
   int stop;             /* eventfd: w:close() */
   int listener;
+  pthread_mutex_t mu;   /* guards the next three (the host's thread and
+                           the waker's both change them) */
+  int armed;            /* a byte may go: set by an arming, cleared by the
+                           byte */
+  long long due;        /* now_ms() the armed timer is due; -1: none */
+  long long pending;    /* a retime made while disarmed: applies to the
+                           next arming; -1: none */
   pid_t pid;            /* the process that may connect */
   pthread_t thread;
-  int started, closed;
+  int started, closed, mu_made;
   int linger_ms;        /* see serve() */
   char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 } kp_waker;
@@ -84,29 +104,86 @@ static long long now_ms(void) {
   return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* The host's messages, "<ms>\n" each, as they come (a read may hold part
- * of one, or several): each complete one arms the thread with its timer. */
-typedef struct arming {
+/* (un)sets the timerfd to fire at now_ms() `due` (-1: never) */
+static void set_timer(kp_waker *w, long long due) {
+  struct itimerspec its;
+  memset(&its, 0, sizeof its);
+  if (due >= 0) {
+    its.it_value.tv_sec = (time_t)(due / 1000);
+    its.it_value.tv_nsec = (long)(due % 1000) * 1000000L;
+    if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0) its.it_value.tv_nsec = 1; /* 0 disarms */
+  }
+  timerfd_settime(w->timer, due >= 0 ? TFD_TIMER_ABSTIME : 0, &its, NULL);
+}
+
+/* re-enables a one-shot entry of the thread's epoll set */
+static void enable(kp_waker *w, int fd, uint32_t tag) {
+  struct epoll_event ev;
+  memset(&ev, 0, sizeof ev);
+  ev.events = EPOLLIN | EPOLLONESHOT;
+  ev.data.u32 = tag;
+  epoll_ctl(w->top, EPOLL_CTL_MOD, fd, &ev);
+}
+
+/* Arms the thread: one byte when an engine is ready or, with ms >= 0, in
+ * ms milliseconds (or sooner: a retime made while disarmed). From either
+ * thread; it does not wake the waker's unless there is a byte to send. */
+static void arm(kp_waker *w, long long ms) {
+  long long due = ms < 0 ? -1 : now_ms() + ms;
+  pthread_mutex_lock(&w->mu);
+  if (w->pending >= 0 && (due < 0 || w->pending < due)) due = w->pending;
+  w->pending = -1;
+  w->due = due;
+  set_timer(w, due); /* before `armed`: resets an expiry of the last arming */
+  w->armed = 1;
+  pthread_mutex_unlock(&w->mu);
+  enable(w, w->hub, TAG_HUB);
+  enable(w, w->timer, TAG_TIMER);
+}
+
+/* The timer is due by now_ms() `due`: earlier than armed moves it; while
+ * disarmed (the host is taking its turn) it waits for the next arming. */
+static void retime(kp_waker *w, long long due) {
+  pthread_mutex_lock(&w->mu);
+  if (!w->armed) {
+    if (w->pending < 0 || due < w->pending) w->pending = due;
+  } else if (w->due < 0 || due < w->due) {
+    w->due = due;
+    set_timer(w, due);
+  }
+  pthread_mutex_unlock(&w->mu);
+}
+
+/* The thread's side of a byte: true if armed (and now disarmed). */
+static int disarm(kp_waker *w) {
+  int was;
+  pthread_mutex_lock(&w->mu);
+  was = w->armed;
+  w->armed = 0;
+  pthread_mutex_unlock(&w->mu);
+  return was;
+}
+
+/* The host's messages on the socket, "<ms>\n" each, as they come (a read
+ * may hold part of one, or several): each complete one arms the thread. */
+typedef struct message {
   long long acc;     /* the number read so far */
   int neg, digits;
-  int armed;
-  long long due;     /* now_ms() when the timer is due; -1: none */
-} arming;
+} message;
 
-static void take(arming *a, const char *p, ssize_t n) {
+static void take(kp_waker *w, message *m, const char *p, ssize_t n) {
   ssize_t i;
   for (i = 0; i < n; i++) {
     char c = p[i];
     if (c >= '0' && c <= '9') {
-      if (a->acc < 86400000LL) a->acc = a->acc * 10 + (c - '0');
-      a->digits++;
+      if (m->acc < 86400000LL) m->acc = m->acc * 10 + (c - '0');
+      m->digits++;
     } else if (c == '-') {
-      a->neg = 1;
+      m->neg = 1;
     } else if (c == '\n') {
-      a->armed = 1;
-      a->due = (a->neg || !a->digits) ? -1 : now_ms() + a->acc;
-      a->acc = 0;
-      a->neg = a->digits = 0;
+      arm(w, (m->neg || !m->digits) ? -1 : m->acc);
+      m->acc = 0;
+      m->neg = m->digits = 0;
     }
   }
 }
@@ -116,44 +193,44 @@ static void take(arming *a, const char *p, ssize_t n) {
  * (a burst: the replies to queries sent together) is held linger_ms, so
  * that the host reads the rest of the burst in the same turn. */
 static int serve(kp_waker *w, int conn) {
-  arming a = {0, 0, 0, 1, -1};
+  message m = {0, 0, 0};
   long long last_sent = -1, hold_until = -1;
+  struct epoll_event ev;
+  memset(&ev, 0, sizeof ev);
+  ev.events = EPOLLIN | EPOLLRDHUP;
+  ev.data.u32 = TAG_CONN;
+  if (epoll_ctl(w->top, EPOLL_CTL_ADD, conn, &ev) < 0) return 0;
+  arm(w, -1); /* a new host: armed, no timer */
   for (;;) {
-    struct pollfd p[4] = {
-      {w->stop, POLLIN, 0}, {conn, POLLIN, 0}, {w->retime, POLLIN, 0}, {w->hub, POLLIN, 0}
-    };
-    long long now = now_ms(), next = -1;
-    int holding = a.armed && hold_until >= 0, watch_hub = a.armed && !holding, fire = 0, timeout = -1;
-    if (a.armed && a.due >= 0) next = a.due;
-    if (holding && (next < 0 || hold_until < next)) next = hold_until;
-    if (next >= 0) timeout = next <= now ? 0 : (int)(next - now);
-    if (poll(p, watch_hub ? 4 : 3, timeout) < 0) {
+    struct epoll_event evs[4];
+    long long now = now_ms();
+    int timeout = hold_until < 0 ? -1 : hold_until <= now ? 0 : (int)(hold_until - now);
+    int n = epoll_wait(w->top, evs, 4, timeout), i, ready = 0, due = 0, fire = 0;
+    if (n < 0) {
       if (errno == EINTR) continue;
       return 1;
     }
-    if (p[0].revents) return 1;
-    if (p[1].revents) {
-      char buf[64];
-      ssize_t n = read(conn, buf, sizeof buf);
-      if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) return 0;
-      if (n > 0) take(&a, buf, n);
-      continue; /* look at the hub and the timer again before reporting */
-    }
-    if (p[2].revents) {
-      /* an earlier timer: only while armed (the host's next arming reads
-       * every engine's timer anyway). One that comes in the same poll as
-       * an arming applies to it: at worst an early byte, never a lost
-       * timer (the host may retime right after it armed). */
-      long long due = __atomic_exchange_n(&w->retime_due, -1LL, __ATOMIC_ACQ_REL);
-      drain(w->retime);
-      if (a.armed && due >= 0 && (a.due < 0 || due < a.due)) a.due = due;
-      continue;
+    for (i = 0; i < n; i++) {
+      uint32_t tag = evs[i].data.u32;
+      if (tag == TAG_STOP) return 1;
+      if (tag == TAG_CONN) {
+        char buf[64];
+        ssize_t k = read(conn, buf, sizeof buf);
+        if (k == 0 || (k < 0 && errno != EINTR && errno != EAGAIN)) return 0;
+        if (k > 0) take(w, &m, buf, k);
+      } else if (tag == TAG_TIMER) {
+        uint64_t expired;
+        /* nothing to read: an expiry the host's last arming reset */
+        due = read(w->timer, &expired, sizeof expired) == (ssize_t)sizeof expired;
+      } else if (tag == TAG_HUB) {
+        ready = 1;
+      }
     }
     now = now_ms();
-    if (a.armed && a.due >= 0 && now >= a.due) fire = 1;
-    if (holding && now >= hold_until) fire = 1;
-    if (!fire && watch_hub && p[3].revents) {
-      if (w->linger_ms > 0 && last_sent >= 0 && now - last_sent < 10LL * w->linger_ms) {
+    if (hold_until >= 0) {
+      fire = due || now >= hold_until;
+    } else if ((due || ready) && disarm(w)) {
+      if (!due && w->linger_ms > 0 && last_sent >= 0 && now - last_sent < 10LL * w->linger_ms) {
         hold_until = now + w->linger_ms;
         continue;
       }
@@ -162,7 +239,6 @@ static int serve(kp_waker *w, int conn) {
     if (fire) {
       drain(w->ring);
       if (send(conn, "!", 1, MSG_NOSIGNAL) != 1) return 0;
-      a.armed = 0;
       hold_until = -1;
       last_sent = now;
     }
@@ -190,6 +266,7 @@ static int accept_own(kp_waker *w) {
 
 static void *waker_main(void *arg) {
   kp_waker *w = (kp_waker *)arg;
+  pthread_setname_np(pthread_self(), "koophone-waker"); /* for top -H, and the specs */
   for (;;) {
     int conn = accept_own(w), stopped;
     if (conn < 0) break;
@@ -202,11 +279,14 @@ static void *waker_main(void *arg) {
 
 static void close_fds(kp_waker *w) {
   if (w->listener >= 0) close(w->listener);
+  if (w->top >= 0) close(w->top);
   if (w->hub >= 0) close(w->hub);
   if (w->ring >= 0) close(w->ring);
-  if (w->retime >= 0) close(w->retime);
+  if (w->timer >= 0) close(w->timer);
   if (w->stop >= 0) close(w->stop);
-  w->listener = w->hub = w->ring = w->retime = w->stop = -1;
+  w->listener = w->top = w->hub = w->ring = w->timer = w->stop = -1;
+  if (w->mu_made) pthread_mutex_destroy(&w->mu);
+  w->mu_made = 0;
 }
 
 /* w:close(): stops and joins the thread, removes the socket file. Twice is
@@ -280,29 +360,38 @@ static int start_thread(kp_waker *w) {
   return rc;
 }
 
+static int watch(int set, int fd, uint32_t events, uint32_t tag) {
+  struct epoll_event ev;
+  memset(&ev, 0, sizeof ev);
+  ev.events = events;
+  ev.data.u32 = tag;
+  return epoll_ctl(set, EPOLL_CTL_ADD, fd, &ev);
+}
+
 /* core.waker{linger_ms = 0} -> a waker, or nil and a message */
 static int waker_new(lua_State *L) {
   kp_waker *w;
-  struct epoll_event ev;
   long linger;
   if (!lua_isnoneornil(L, 1)) luaL_checktype(L, 1, LUA_TTABLE);
   linger = kp_opt_range(L, 1, "linger_ms", 0, 1000, "waker option", "ms a reply of a burst is held");
   w = (kp_waker *)lua_newuserdata(L, sizeof *w);
   memset(w, 0, sizeof *w);
   w->linger_ms = (int)linger;
-  w->hub = w->ring = w->retime = w->stop = w->listener = -1;
-  w->retime_due = -1;
+  w->top = w->hub = w->ring = w->timer = w->stop = w->listener = -1;
+  w->due = w->pending = -1;
   w->pid = getpid();
   luaL_getmetatable(L, KP_WAKER_MT);
   lua_setmetatable(L, -2);
+  w->mu_made = pthread_mutex_init(&w->mu, NULL) == 0;
+  w->top = epoll_create1(EPOLL_CLOEXEC);
   w->hub = epoll_create1(EPOLL_CLOEXEC);
   w->ring = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  w->retime = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  w->timer = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
   w->stop = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  memset(&ev, 0, sizeof ev);
-  ev.events = EPOLLIN;
-  ev.data.fd = w->ring;
-  if (w->hub < 0 || w->ring < 0 || w->retime < 0 || w->stop < 0 || epoll_ctl(w->hub, EPOLL_CTL_ADD, w->ring, &ev) < 0 ||
+  if (!w->mu_made || w->top < 0 || w->hub < 0 || w->ring < 0 || w->timer < 0 || w->stop < 0 ||
+      watch(w->hub, w->ring, EPOLLIN, 0) < 0 || watch(w->top, w->stop, EPOLLIN, TAG_STOP) < 0 ||
+      /* disarmed until a host connects */
+      watch(w->top, w->hub, EPOLLONESHOT, TAG_HUB) < 0 || watch(w->top, w->timer, EPOLLONESHOT, TAG_TIMER) < 0 ||
       bind_listener(w) < 0) {
     int err = errno;
     w->closed = 1;
@@ -349,21 +438,29 @@ static int waker_ring(lua_State *L) {
   return 0;
 }
 
+/* milliseconds from argument 2: at most a day; below 0 (and NaN) -> `low` */
+static long long check_ms(lua_State *L, long long low) {
+  lua_Number ms = luaL_checknumber(L, 2);
+  if (!(ms >= 0)) return low;
+  return ms > 86400000 ? 86400000 : (long long)ms;
+}
+
+/* w:arm(ms): what writing "<ms>\n" to the socket does (ms < 0: no timer),
+ * without waking the thread: the host's next byte comes when an engine is
+ * ready or the timer is due. Call it only after reading the last byte. */
+static int waker_arm(lua_State *L) {
+  kp_waker *w = check_waker(L);
+  arm(w, check_ms(L, -1));
+  return 0;
+}
+
 /* w:retime(ms): the armed thread's timer is due in ms milliseconds at the
- * latest (a new transfer's curl timer), without a byte to the host now. */
+ * latest (a new transfer's curl timer), without a byte to the host now,
+ * and without waking the thread. Made while the thread is disarmed (the
+ * host is taking its turn), it applies to the next arming. */
 static int waker_retime(lua_State *L) {
   kp_waker *w = check_waker(L);
-  lua_Number ms = luaL_checknumber(L, 2);
-  long long due, seen;
-  uint64_t one = 1;
-  if (!(ms >= 0)) ms = 0;
-  if (ms > 86400000) ms = 86400000;
-  due = now_ms() + (long long)ms;
-  seen = __atomic_load_n(&w->retime_due, __ATOMIC_ACQUIRE);
-  while (seen < 0 || due < seen) { /* keep the earliest */
-    if (__atomic_compare_exchange_n(&w->retime_due, &seen, due, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) break;
-  }
-  if (write(w->retime, &one, sizeof one) < 0) { /* saturated: the thread looks anyway */ }
+  retime(w, now_ms() + check_ms(L, 0));
   return 0;
 }
 
@@ -384,6 +481,7 @@ static int waker_tostring(lua_State *L) {
 int kp_waker_open(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"add", waker_add},
+    {"arm", waker_arm},
     {"ring", waker_ring},
     {"retime", waker_retime},
     {"path", waker_path},

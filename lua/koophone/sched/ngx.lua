@@ -184,13 +184,12 @@ local function wait_on_waker(sock)
   if not t or t > cap then t = cap end
   local ms = math.ceil(t)
   driver.wake_at = now() + ms / 1000
-  local sent, err = sock:send(ms .. "\n")
-  if sent then
-    sock:settimeout(FOREVER * 1000)
-    local byte
-    byte, err = sock:receive(1)
-    if byte then return true end
-  end
+  -- a call, not a message on the socket: the thread is not woken to read
+  -- it (on the worker's CPU, that would delay the worker's next request)
+  waker:arm(ms)
+  sock:settimeout(FOREVER * 1000)
+  local byte, err = sock:receive(1)
+  if byte then return true end
   no_waker("the waker's socket: " .. tostring(err))
   return nil
 end
