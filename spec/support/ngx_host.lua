@@ -152,10 +152,11 @@ Host.__index = Host
 local function q(s) return string.format("%q", s) end
 
 -- opts: emu (required), workers (1), build ("build/luajit"), cpus (the CPUs
--- nginx may run on, as taskset takes them: "1")
+-- nginx may run on, as taskset takes them: "1"), repo (the tree whose lua/
+-- and build/ nginx loads: this one; another lets a bench compare two)
 function M.start(opts)
   local emu = assert(opts.emu, "emu")
-  local repo = emulator.repo
+  local repo = opts.repo or emulator.repo
   local tmp = (os.getenv("TMPDIR") or "/tmp"):gsub("/$", "")
   for _ = 1, 20 do
     local port = 20000 + math.random(0, 40999)
