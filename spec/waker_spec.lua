@@ -292,6 +292,40 @@ describe_or_skip("core.waker", function()
     assert.is_true(turns < turns0, ("%d turns with linger, %d without"):format(turns, turns0))
   end)
 
+  it("arm(ms, true) and hold(): the first reply is held linger_ms too (the host has several transfers in flight)", function()
+    local w = assert(core.waker { linger_ms = 60 })
+    local engine = core.engine()
+    w:add(engine)
+    warm(engine)
+    local c = connect(w:path())
+    -- a reply, with nothing sent for a while, as armed: at once; with hold,
+    -- or held after the arming: 60 ms later (the emulator answers in 0.1 s)
+    local function reply_after(how)
+      local t0 = core.now()
+      local req = get(engine)
+      how()
+      assert.equal("!", byte(c, 5))
+      local took = core.now() - t0
+      engine:perform()
+      assert.is_true(req:done())
+      emulator.run("sleep 0.7") -- past 10 linger_ms: the next is not the rest of a burst
+      return took
+    end
+    local plain = reply_after(function() w:arm(-1) end)
+    local held = reply_after(function() w:arm(-1, true) end)
+    local later = reply_after(function() w:arm(-1) w:hold() end)
+    assert.is_true(plain < 0.15, ("a lone reply came after %.3f s"):format(plain))
+    assert.is_true(held >= 0.155 and held < 0.4, ("a held reply came after %.3f s"):format(held))
+    assert.is_true(later >= 0.155 and later < 0.4, ("a reply held by hold() came after %.3f s"):format(later))
+    -- hold() while disarmed is ignored: the next arming says
+    assert.same({ nil, "timeout" }, { byte(c, 0.05) })
+    w:hold()
+    assert.is_true(reply_after(function() w:arm(-1) end) < 0.15)
+    c:close()
+    engine:close()
+    w:close()
+  end)
+
   it("ring() sends a byte with no engine ready, once", function()
     local w = assert(core.waker())
     local c = connect(w:path())

@@ -80,6 +80,8 @@ typedef struct kp_waker {
   long long due;        /* now_ms() the armed timer is due; -1: none */
   long long pending;    /* a retime made while disarmed: applies to the
                            next arming; -1: none */
+  int hold;             /* this arming's first reply may be held (the host
+                           has other transfers in flight) */
   pid_t pid;            /* the process that may connect */
   pthread_t thread;
   int started, closed, mu_made;
@@ -126,14 +128,17 @@ static void enable(kp_waker *w, int fd, uint32_t tag) {
 }
 
 /* Arms the thread: one byte when an engine is ready or, with ms >= 0, in
- * ms milliseconds (or sooner: a retime made while disarmed). From either
- * thread; it does not wake the waker's unless there is a byte to send. */
-static void arm(kp_waker *w, long long ms) {
+ * ms milliseconds (or sooner: a retime made while disarmed). With `hold`,
+ * a reply is held linger_ms even if it is the first in a while (see
+ * serve()). From either thread; it does not wake the waker's unless there
+ * is a byte to send. */
+static void arm(kp_waker *w, long long ms, int hold) {
   long long due = ms < 0 ? -1 : now_ms() + ms;
   pthread_mutex_lock(&w->mu);
   if (w->pending >= 0 && (due < 0 || w->pending < due)) due = w->pending;
   w->pending = -1;
   w->due = due;
+  w->hold = hold;
   set_timer(w, due); /* before `armed`: resets an expiry of the last arming */
   w->armed = 1;
   pthread_mutex_unlock(&w->mu);
@@ -154,11 +159,20 @@ static void retime(kp_waker *w, long long due) {
   pthread_mutex_unlock(&w->mu);
 }
 
-/* The thread's side of a byte: true if armed (and now disarmed). */
+/* The armed thread holds its first reply too (see serve()); ignored while
+ * disarmed (the next arming says). */
+static void hold(kp_waker *w) {
+  pthread_mutex_lock(&w->mu);
+  if (w->armed) w->hold = 1;
+  pthread_mutex_unlock(&w->mu);
+}
+
+/* The thread's side of a byte: 1 if armed (and now disarmed), 2 if armed
+ * with `hold`, 0 if not armed. */
 static int disarm(kp_waker *w) {
   int was;
   pthread_mutex_lock(&w->mu);
-  was = w->armed;
+  was = w->armed ? 1 + (w->hold != 0) : 0;
   w->armed = 0;
   pthread_mutex_unlock(&w->mu);
   return was;
@@ -181,7 +195,7 @@ static void take(kp_waker *w, message *m, const char *p, ssize_t n) {
     } else if (c == '-') {
       m->neg = 1;
     } else if (c == '\n') {
-      arm(w, (m->neg || !m->digits) ? -1 : m->acc);
+      arm(w, (m->neg || !m->digits) ? -1 : m->acc, 0);
       m->acc = 0;
       m->neg = m->digits = 0;
     }
@@ -189,9 +203,11 @@ static void take(kp_waker *w, message *m, const char *p, ssize_t n) {
 }
 
 /* Serves one connection until its host end closes (0) or stop rings (1).
- * With linger_ms, a reply that comes within 10 linger_ms of the last byte
- * (a burst: the replies to queries sent together) is held linger_ms, so
- * that the host reads the rest of the burst in the same turn. */
+ * With linger_ms, a reply is held linger_ms, so that the host reads the
+ * rest of its burst (the replies to queries sent together) in the same
+ * turn, when it comes within 10 linger_ms of the last byte (the rest of a
+ * burst already begun) or the host armed with `hold` (other transfers are
+ * in flight: the first of a burst). A lone reply is not held. */
 static int serve(kp_waker *w, int conn) {
   message m = {0, 0, 0};
   long long last_sent = -1, hold_until = -1;
@@ -200,12 +216,12 @@ static int serve(kp_waker *w, int conn) {
   ev.events = EPOLLIN | EPOLLRDHUP;
   ev.data.u32 = TAG_CONN;
   if (epoll_ctl(w->top, EPOLL_CTL_ADD, conn, &ev) < 0) return 0;
-  arm(w, -1); /* a new host: armed, no timer */
+  arm(w, -1, 0); /* a new host: armed, no timer */
   for (;;) {
     struct epoll_event evs[4];
     long long now = now_ms();
     int timeout = hold_until < 0 ? -1 : hold_until <= now ? 0 : (int)(hold_until - now);
-    int n = epoll_wait(w->top, evs, 4, timeout), i, ready = 0, due = 0, fire = 0;
+    int n = epoll_wait(w->top, evs, 4, timeout), i, ready = 0, due = 0, fire = 0, armed;
     if (n < 0) {
       if (errno == EINTR) continue;
       return 1;
@@ -229,8 +245,8 @@ static int serve(kp_waker *w, int conn) {
     now = now_ms();
     if (hold_until >= 0) {
       fire = due || now >= hold_until;
-    } else if ((due || ready) && disarm(w)) {
-      if (!due && w->linger_ms > 0 && last_sent >= 0 && now - last_sent < 10LL * w->linger_ms) {
+    } else if ((due || ready) && (armed = disarm(w)) != 0) {
+      if (!due && w->linger_ms > 0 && (armed == 2 || (last_sent >= 0 && now - last_sent < 10LL * w->linger_ms))) {
         hold_until = now + w->linger_ms;
         continue;
       }
@@ -445,12 +461,14 @@ static long long check_ms(lua_State *L, long long low) {
   return ms > 86400000 ? 86400000 : (long long)ms;
 }
 
-/* w:arm(ms): what writing "<ms>\n" to the socket does (ms < 0: no timer),
- * without waking the thread: the host's next byte comes when an engine is
- * ready or the timer is due. Call it only after reading the last byte. */
+/* w:arm(ms [, hold]): what writing "<ms>\n" to the socket does (ms < 0:
+ * no timer), without waking the thread: the host's next byte comes when an
+ * engine is ready or the timer is due. With hold (the host has several
+ * transfers in flight), the first reply is held linger_ms too. Call it
+ * only after reading the last byte. */
 static int waker_arm(lua_State *L) {
   kp_waker *w = check_waker(L);
-  arm(w, check_ms(L, -1));
+  arm(w, check_ms(L, -1), lua_toboolean(L, 3));
   return 0;
 }
 
@@ -461,6 +479,14 @@ static int waker_arm(lua_State *L) {
 static int waker_retime(lua_State *L) {
   kp_waker *w = check_waker(L);
   retime(w, now_ms() + check_ms(L, 0));
+  return 0;
+}
+
+/* w:hold(): as if the arming had `hold` (the host has started more
+ * transfers since: their replies may come as a burst), without waking the
+ * thread. Ignored while disarmed. */
+static int waker_hold(lua_State *L) {
+  hold(check_waker(L));
   return 0;
 }
 
@@ -482,6 +508,7 @@ int kp_waker_open(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"add", waker_add},
     {"arm", waker_arm},
+    {"hold", waker_hold},
     {"ring", waker_ring},
     {"retime", waker_retime},
     {"path", waker_path},

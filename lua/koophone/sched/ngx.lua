@@ -46,11 +46,13 @@ M.idle_step = 0.05
 -- the driver starts; false makes the driver step.
 M.use_waker = true
 
---- With a waker: a reply that comes within 10 ms of the driver's last
--- wake-up (the rest of a burst of replies) is held this long, so that the
--- driver reads the burst in one turn rather than one turn each. An
--- isolated reply is never held. Read when the worker's waker is made.
-M.linger = 0.001
+--- With a waker: a reply is held this long, so that the driver reads the
+-- rest of its burst (the replies to a batch's status queries, sent
+-- together) in the same turn rather than one turn each, when another
+-- transfer was in flight with it or it comes within 10 linger of the
+-- driver's last wake-up. A lone request's reply is never held. Read when
+-- the worker's waker is made.
+M.linger = 0.003
 
 --- Wake-ups counted since the worker started (or since `reset_stats`):
 -- `driver` (the driver's sleeps that ended), `handlers` (parked
@@ -94,7 +96,7 @@ local FOREVER = 3600
 local semaphore
 -- wake_at: when the driver's current wait ends (now() time); sock: its
 -- cosocket to the waker while it waits on one
-local driver = { running = false, parked = 0, bell = nil, sleeping = false, wake_at = 0, sock = nil }
+local driver = { running = false, parked = 0, bell = nil, sleeping = false, wake_at = 0, sock = nil, hold = false }
 
 local function new_semaphore()
   semaphore = semaphore or require "ngx.semaphore"
@@ -161,6 +163,11 @@ loop.on_watch = function(engine)
       M.stats.retimes = M.stats.retimes + 1
       waker:retime(t)
     end
+    -- a second transfer in flight: their replies may come as a burst
+    if not driver.hold and ok and engine:inflight() > 1 then
+      driver.hold = true
+      waker:hold()
+    end
   end
 end
 
@@ -177,7 +184,7 @@ end
 -- Arms the waker with curl's timer and waits for its byte: true, or nil
 -- when the socket failed (then the driver steps). The read has no
 -- timeout of its own (the waker keeps the timer), so nginx logs nothing.
-local function wait_on_waker(sock)
+local function wait_on_waker(sock, running)
   -- no curl timer, or a later one: still a byte before the read's own
   -- timeout (the driver then just arms the thread again)
   local t, cap = loop.engines_timeout(), (FOREVER - 60) * 1000
@@ -186,7 +193,10 @@ local function wait_on_waker(sock)
   driver.wake_at = now() + ms / 1000
   -- a call, not a message on the socket: the thread is not woken to read
   -- it (on the worker's CPU, that would delay the worker's next request)
-  waker:arm(ms)
+  -- several transfers in flight: a reply may be the first of a burst, so
+  -- it is held `linger` for the rest (a lone request's reply is not)
+  driver.hold = running > 1
+  waker:arm(ms, driver.hold)
   sock:settimeout(FOREVER * 1000)
   local byte, err = sock:receive(1)
   if byte then return true end
@@ -208,7 +218,7 @@ local function run_driver(premature)
     if running == 0 and driver.parked == 0 then break end
     M.stats.driver = M.stats.driver + 1
     driver.sleeping = true
-    if sock and not wait_on_waker(sock) then
+    if sock and not wait_on_waker(sock, running) then
       sock:close()
       sock, driver.sock = nil, nil
     elseif not sock then
