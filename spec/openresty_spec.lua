@@ -170,3 +170,44 @@ describe_or_skip("OpenResty driver on the waker thread", function()
     assert.equal("", files)
   end)
 end)
+
+describe_or_skip("OpenResty driver, when nginx reloads or quits", function()
+  local running = emulator_and_host { latency = { default = 0.02 }, durations = { default = 0.3 } }
+
+  local function worker_of(host)
+    local mpid = assert(io.open(host.prefix .. "/logs/nginx.pid")):read("*l")
+    return emulator.run("pgrep -P " .. mpid):match("%d+")
+  end
+  -- true once `pid` has exited (within `secs`)
+  local function gone(pid, secs)
+    for _ = 1, secs * 10 do
+      if select(2, emulator.run("kill -0 " .. pid .. " 2>/dev/null")) ~= 0 then return true end
+      emulator.run("sleep 0.1")
+    end
+    return false
+  end
+  local function batch(host)
+    local out = emulator.run("curl -s " .. emulator.shell_quote(host.url .. "/batch?n=100"))
+    assert.equal(100, require("cjson").decode(out).ok, out)
+  end
+  local function signal(host, what)
+    emulator.run("nginx -p " .. emulator.shell_quote(host.prefix) .. " -c conf/nginx.conf -e logs/error.log -s " ..
+                 what .. " 2>&1")
+  end
+
+  -- a driver asleep on its waker's socket is a read in progress, which
+  -- nginx waits for: the last waiter to leave rings it, so it stops
+  it("lets the old worker go after a batch: reload, then quit", function()
+    local host = running()
+    batch(host)
+    local old = worker_of(host)
+    signal(host, "reload")
+    assert.is_true(gone(old, 5), "the old worker still runs 5 s after the reload")
+    batch(host) -- the new worker
+    local new = worker_of(host)
+    assert.are_not.equal(old, new)
+    signal(host, "quit")
+    assert.is_true(gone(new, 5), "the worker still runs 5 s after quit")
+    assert.not_matches("%[error%]", host:error_log())
+  end)
+end)

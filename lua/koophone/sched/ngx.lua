@@ -249,6 +249,15 @@ end
 
 -- ------------------------------------------------------------- waiting
 
+-- A waiter leaves. The last one rings a driver asleep on its waker, so
+-- that it stops (if nothing is in flight) instead of sitting on the
+-- socket until a reply or its timer: a read in progress is a timer that
+-- keeps nginx's worker alive through a graceful quit or reload.
+local function unpark()
+  driver.parked = driver.parked - 1
+  if driver.parked == 0 and driver.sock and driver.sleeping and waker then waker:ring() end
+end
+
 local function post(token) token.sema:post(1) end
 
 --- Waits until `req:done()` (or `deadline`), parked on a semaphore that
@@ -267,7 +276,7 @@ function M.await(engine, req, deadline)
     M.stats.handlers = M.stats.handlers + 1
   end
   token.fired = true -- a late wake-up finds nobody
-  driver.parked = driver.parked - 1
+  unpark()
   if not ok then error(err, 0) end
 end
 
@@ -299,7 +308,7 @@ function M.finish(l)
     end
   end)
   l.on_ready = nil
-  driver.parked = driver.parked - 1
+  unpark()
   if not ok then error(err, 0) end
   return true
 end
