@@ -135,7 +135,7 @@ describe_or_skip("OpenResty driver on the waker thread", function()
 
   -- one handler waits 1 s on one reply; the driver's wake-ups meanwhile
   local function one_slow_request(waker)
-    -- the last request's driver stops first (it reads use_waker as it starts)
+    -- the last request's driver stops first: its wake-ups are not counted here
     emulator.run("sleep 0.2")
     wakeups()
     local id = emulator.run("curl -s " .. emulator.shell_quote(host.url .. "/task?n=2&secs=1&waker=" .. waker))

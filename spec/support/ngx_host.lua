@@ -82,7 +82,7 @@ http {
         location = /task {
             content_by_lua_block {
                 local args = ngx.req.get_uri_args()
-                require("koophone.sched.ngx").use_waker = args.waker ~= "0" -- (read as the driver starts)
+                require("koophone.sched.ngx").use_waker = args.waker ~= "0" -- (read at each turn of the driver)
                 local ids = {}
                 for i = 1, tonumber(args.n) or 10 do ids[i] = string.format("kp%06d", i) end
                 local task = assert(KP_CLIENT:async_command("sleep " .. (args.secs or 30), ids))

@@ -42,8 +42,8 @@ M.max_step = 0.004
 --- The longest sleep of the driver when nothing is in flight.
 M.idle_step = 0.05
 
---- Wait on a waker thread (Linux) rather than step: see above. Read as
--- the driver starts; false makes the driver step.
+--- Wait on a waker thread (Linux) rather than step: see above. Read at
+-- each turn of the driver; false makes the driver step.
 M.use_waker = true
 
 --- With a waker: a reply is held this long, so that the driver reads the
@@ -216,6 +216,11 @@ local function run_driver(premature)
       running = 0
     end
     if running == 0 and driver.parked == 0 then break end
+    if (sock ~= nil) ~= (M.use_waker and not M.stats.waker_error) then -- switched meanwhile
+      if sock then sock:close() sock = nil else sock = connect_waker() end
+      driver.sock = sock
+      M.stats.waker = sock ~= nil
+    end
     M.stats.driver = M.stats.driver + 1
     driver.sleeping = true
     if sock and not wait_on_waker(sock, running) then
