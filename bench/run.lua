@@ -405,6 +405,18 @@ local ok_run, run_err = pcall(function()
           :format(i, x.idle_p99 * 1000, x.idle_n, x.during_p99 * 1000, x.during_n, x.ratio, x.null_ratio or -1))
       end
     end
+    say("== OpenResty: what one 1,000-instance batch costs the worker (wake-ups, CPU), after and before")
+    do
+      local out, m = timed(("%slua5.4 %s/ngx_batch_cost.lua batches=20 n=1000"):format(KP_ENV, ROOT))
+      local r = result_of(out) or {}
+      r.m = m
+      RUNS.ngx_batch_cost = r
+      for _, k in ipairs { "after", "before" } do
+        local x = r[k] or {}
+        say(("  %s: worker woken %.1f times, its waker thread %.1f, CPU %.1f ms per batch"):format(
+          k, x.worker_wakeups or -1, x.thread_wakeups or -1, x.cpu_ms or -1))
+      end
+    end
   else
     say("== OpenResty: skipped (needs nginx's Lua module and build/luajit/koophone/core.so: make luajit-core)")
   end
@@ -579,6 +591,7 @@ for i, r in ipairs(RUNS) do runs[i] = r end
 jf:write(cjson.encode { date = os.date("!%Y-%m-%dT%H:%M:%SZ"), scale = FULL and "full" or "small", quick = QUICK,
   concurrency = CONC, versions = V, runs = runs, idle = RUNS.idle, rss = RUNS.rss, callgrind = RUNS.callgrind,
   pairs = RUNS.pairs, pairs50 = RUNS.pairs50, ngx_ping = RUNS.ngx_ping, ngx_ping_before = RUNS.ngx_ping_before,
+  ngx_batch_cost = RUNS.ngx_batch_cost,
   goals = GOALS })
 jf:close()
 
