@@ -5,6 +5,7 @@
 --   make LUA=luajit LUA_INC=-I/usr/include/luajit-2.1 BUILD=build/luajit
 local emulator = require "spec.support.emulator"
 local ngx_host = require "spec.support.ngx_host"
+local core = require "koophone.core"
 
 local function have(cmd) return select(2, emulator.run(cmd .. " >/dev/null 2>&1")) == 0 end
 
@@ -34,7 +35,7 @@ local function emulator_and_host(scenario)
     if host then host:stop() end
     if emu then emu:stop() end
   end)
-  return function() return host end
+  return function() return host, emu end
 end
 
 describe_or_skip("OpenResty host (koophone.sched.ngx)", function()
@@ -209,5 +210,53 @@ describe_or_skip("OpenResty driver, when nginx reloads or quits", function()
     signal(host, "quit")
     assert.is_true(gone(new, 5), "the worker still runs 5 s after quit")
     assert.not_matches("%[error%]", host:error_log())
+  end)
+
+  -- quit while a batch sleeps between status queries: the driver stops
+  -- (nothing in flight), and the batch's next queries start it again
+  it("finishes a batch that runs when nginx quits, then lets the worker go", function()
+    local host = ngx_host.start { emu = select(2, running()), workers = 1 }
+    local out = os.tmpname()
+    local worker = worker_of(host)
+    -- in the background, every descriptor away from run()'s pipe
+    emulator.run("(curl -s " .. emulator.shell_quote(host.url .. "/batch?n=100") .. " > " .. out ..
+                 "; touch " .. out .. ".done) </dev/null >/dev/null 2>&1 & true")
+    emulator.run("sleep 0.15")
+    signal(host, "quit")
+    assert.is_true(gone(worker, 10), "the worker still runs 10 s after quit")
+    emulator.run("for i in $(seq 50); do [ -e " .. out .. ".done ] && break; sleep 0.1; done; rm -f " .. out .. ".done")
+    local f = assert(io.open(out))
+    local body = f:read("*a")
+    f:close()
+    os.remove(out)
+    local ok, r = pcall(require("cjson").decode, body)
+    assert.is_true(ok, "the batch's reply: " .. body .. host:error_log())
+    assert.equal(100, r.ok, body)
+    assert.not_matches("%[error%]", host:error_log())
+    host:stop()
+  end)
+end)
+
+describe_or_skip("OpenResty driver, when a client hangs up on a waiting handler", function()
+  -- submitting a task takes 2 s: the handler waits on that one reply
+  local running = emulator_and_host { latency = { default = 0.01, ["async-command"] = 2 } }
+
+  -- /task has lua_check_client_abort on: ngx_lua ends the handler while
+  -- it waits, and it never leaves its wait; nginx must still let the
+  -- worker go once the request it was waiting on is done
+  it("lets the worker quit after a handler was killed while it waited", function()
+    local host = running()
+    local mpid = assert(io.open(host.prefix .. "/logs/nginx.pid")):read("*l")
+    local worker = emulator.run("pgrep -P " .. mpid):match("%d+")
+    emulator.run("curl -s --max-time 0.5 " .. emulator.shell_quote(host.url .. "/task?n=2&secs=1"))
+    emulator.run("nginx -p " .. emulator.shell_quote(host.prefix) .. " -c conf/nginx.conf -e logs/error.log -s quit")
+    local t0, exited = core.now(), false
+    while core.now() - t0 < 8 do
+      if select(2, emulator.run("kill -0 " .. worker .. " 2>/dev/null")) ~= 0 then exited = true break end
+      emulator.run("sleep 0.1")
+    end
+    -- the submit's reply comes 2 s after it went: then nothing is in flight
+    assert.is_true(exited, "the worker still runs 8 s after quit")
+    assert.is_true(core.now() - t0 < 4, ("the worker took %.1f s to quit"):format(core.now() - t0))
   end)
 end)

@@ -80,6 +80,7 @@ http {
         # (/wakeups: since the last /wakeups; ngx.sleep calls plus the
         # adapter's own counts)
         location = /task {
+            lua_check_client_abort on; # a client that hangs up ends the handler, even while it waits
             content_by_lua_block {
                 local args = ngx.req.get_uri_args()
                 require("koophone.sched.ngx").use_waker = args.waker ~= "0" -- (read at each turn of the driver)

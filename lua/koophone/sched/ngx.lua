@@ -188,6 +188,8 @@ local function wait_on_waker(sock, running)
   -- no curl timer, or a later one: still a byte before the read's own
   -- timeout (the driver then just arms the thread again)
   local t, cap = loop.engines_timeout(), (FOREVER - 60) * 1000
+  -- nothing in flight: look at least once a second whether nginx exits
+  if running == 0 then cap = 1000 end
   if not t or t > cap then t = cap end
   local ms = math.ceil(t)
   driver.wake_at = now() + ms / 1000
@@ -204,6 +206,12 @@ local function wait_on_waker(sock, running)
   return nil
 end
 
+-- nginx is quitting or reloading (a graceful exit waits for this worker)
+local function exiting()
+  local worker = rawget(_G, "ngx").worker
+  return worker ~= nil and worker.exiting ~= nil and worker.exiting()
+end
+
 local function run_driver(premature)
   if premature then driver.running = false return end
   local sock = connect_waker()
@@ -215,7 +223,10 @@ local function run_driver(premature)
       rawget(_G, "ngx").log(rawget(_G, "ngx").ERR, "koophone driver: ", running)
       running = 0
     end
-    if running == 0 and driver.parked == 0 then break end
+    -- stop when nobody waits; and when nginx exits, once nothing is in
+    -- flight (a handler that ngx_lua killed while it waited never leaves:
+    -- one still alive starts a driver again at its next wait)
+    if running == 0 and (driver.parked == 0 or exiting()) then break end
     if (sock ~= nil) ~= (M.use_waker and not M.stats.waker_error) then -- switched meanwhile
       if sock then sock:close() sock = nil else sock = connect_waker() end
       driver.sock = sock
@@ -307,6 +318,7 @@ function M.finish(l)
     while l:step() > 0 do
       local wake = l:next_wake()
       if not wake or wake > 0 then
+        if not driver.running then kick() end -- stopped meanwhile (nginx exits)
         bell:wait(wake and (math.ceil(wake * 1000) + 1) / 1000 or FOREVER)
         M.stats.handlers = M.stats.handlers + 1
       end
