@@ -95,9 +95,12 @@ static kp_waker *check_waker(lua_State *L) {
   return w;
 }
 
-static void drain(int fd) {
+/* empties an eventfd: whether it had rung */
+static int drain(int fd) {
   uint64_t v;
-  while (read(fd, &v, sizeof v) > 0) {}
+  int rang = 0;
+  while (read(fd, &v, sizeof v) > 0) rang = 1;
+  return rang;
 }
 
 static long long now_ms(void) {
@@ -246,7 +249,9 @@ static int serve(kp_waker *w, int conn) {
     if (hold_until >= 0) {
       fire = due || now >= hold_until;
     } else if ((due || ready) && (armed = disarm(w)) != 0) {
-      if (!due && w->linger_ms > 0 && (armed == 2 || (last_sent >= 0 && now - last_sent < 10LL * w->linger_ms))) {
+      /* (a ring is not a reply: not held) */
+      if (!due && w->linger_ms > 0 && (armed == 2 || (last_sent >= 0 && now - last_sent < 10LL * w->linger_ms)) &&
+          !drain(w->ring)) {
         hold_until = now + w->linger_ms;
         continue;
       }
