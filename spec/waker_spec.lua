@@ -46,6 +46,18 @@ describe_or_skip("core.waker", function()
     engine:perform()
   end
 
+  -- a waker (with `opts`) that watches `engine` (a new one, warmed with `k`
+  -- connections, if nil), and a host connected to it: w, engine, c
+  local function hosted(opts, engine, k)
+    local w = assert(core.waker(opts))
+    if not engine then
+      engine = core.engine()
+      warm(engine, k)
+    end
+    w:add(engine)
+    return w, engine, connect(w:path())
+  end
+
   -- drives `engine` the way a host does, turn by turn, until `req` is done
   local function follow(c, engine, req)
     local turns = 0
@@ -97,11 +109,7 @@ describe_or_skip("core.waker", function()
   end)
 
   it("sends one byte when a reply arrives, and no other until it is re-armed", function()
-    local w = assert(core.waker())
-    local engine = core.engine()
-    w:add(engine)
-    warm(engine)
-    local c = connect(w:path())
+    local w, engine, c = hosted()
     local req = get(engine)
     -- nothing yet: the request went out at submit, the emulator answers in 0.1 s
     c:send("-1\n")
@@ -188,11 +196,7 @@ describe_or_skip("core.waker", function()
   end)
 
   it("arm(ms) arms the thread as the socket message does", function()
-    local w = assert(core.waker())
-    local engine = core.engine()
-    w:add(engine)
-    warm(engine)
-    local c = connect(w:path())
+    local w, engine, c = hosted()
     assert.same({ nil, "timeout" }, { byte(c, 0.05) }) -- armed at connect: nothing ready
     local t0 = core.now()
     w:arm(80)
@@ -254,11 +258,8 @@ describe_or_skip("core.waker", function()
 
   it("linger_ms: a reply soon after the last byte waits for the rest of its burst; a lone one does not", function()
     local function burst(linger)
-      local w = assert(core.waker { linger_ms = linger })
-      local engine = core.engine()
-      w:add(engine)
-      warm(engine, 5) -- five connections: no connect in what is measured
-      local c = connect(w:path())
+      -- five connections: no connect in what is measured
+      local w, engine, c = hosted({ linger_ms = linger }, nil, 5)
       -- a lone reply (nothing sent for a while): at once
       local t0 = core.now()
       assert.equal(1, follow(c, engine, get(engine)))
@@ -299,9 +300,7 @@ describe_or_skip("core.waker", function()
     -- sent before: no burst begun), armed by `how(w)`; the emulator
     -- answers in 0.1 s and the waker holds 150 ms
     local function reply_after(how)
-      local w = assert(core.waker { linger_ms = 150 })
-      w:add(engine)
-      local c = connect(w:path())
+      local w, _, c = hosted({ linger_ms = 150 }, engine)
       assert.same({ nil, "timeout" }, { byte(c, 0.02) }) -- connected: armed, nothing ready
       local t0 = core.now()
       local req = get(engine)
@@ -322,9 +321,7 @@ describe_or_skip("core.waker", function()
     assert.is_true(later >= 0.245 and later < 1, ("a reply held by hold() came after %.3f s"):format(later))
     -- hold() while disarmed is ignored (the next arming says); a ring is
     -- not a reply: never held
-    local w = assert(core.waker { linger_ms = 150 })
-    w:add(engine)
-    local c = connect(w:path())
+    local w, _, c = hosted({ linger_ms = 150 }, engine)
     w:ring()
     assert.equal("!", byte(c, 5))
     w:hold()
