@@ -219,15 +219,15 @@ describe_or_skip("core.waker", function()
   it("arm and retime do not wake the thread: it runs only to send a byte", function()
     -- the thread, by name, and how often it has been woken
     local stat = assert(io.open("/proc/self/stat"))
-    local pid = stat:read("l"):match("^(%d+)")
+    local pid = stat:read("*l"):match("^(%d+)")
     stat:close()
     local function wakeups()
       local p = io.popen("grep -l '^koophone-waker$' /proc/" .. pid .. "/task/*/comm 2>/dev/null")
-      local comm = p:read("l")
+      local comm = p:read("*l")
       p:close()
       assert.is_truthy(comm, "no thread named koophone-waker")
       local f = assert(io.open((comm:gsub("comm$", "status"))))
-      local n = tonumber(f:read("a"):match("voluntary_ctxt_switches:%s*(%d+)"))
+      local n = tonumber(f:read("*a"):match("voluntary_ctxt_switches:%s*(%d+)"))
       f:close()
       return n
     end
