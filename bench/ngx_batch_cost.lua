@@ -68,13 +68,7 @@ local variants = {
 }
 local out = { batches = batches, instances = n, pinned = pin }
 local ok_run, err = pcall(function()
-  local f = assert(io.open(host.prefix .. "/logs/nginx.pid"))
-  local master = f:read("l")
-  f:close()
-  local p = io.popen("pgrep -P " .. master)
-  local worker = p:read("l")
-  p:close()
-  assert(worker, "no worker")
+  local worker = assert(host:worker(), "no worker")
   for _, v in ipairs(variants) do
     get(v.path) -- modules, traces, connections
     v.main, v.thread, v.cpu = 0, 0, 0

@@ -38,6 +38,15 @@ local function emulator_and_host(scenario)
   return function() return host, emu end
 end
 
+-- true once the process `pid` has exited (within `secs`)
+local function gone(pid, secs)
+  for _ = 1, secs * 10 do
+    if select(2, emulator.run("kill -0 " .. pid .. " 2>/dev/null")) ~= 0 then return true end
+    emulator.run("sleep 0.1")
+  end
+  return false
+end
+
 describe_or_skip("OpenResty host (koophone.sched.ngx)", function()
   local running = emulator_and_host { latency = { default = 0.02 }, durations = { default = 0.5 } }
   local host
@@ -162,8 +171,7 @@ describe_or_skip("OpenResty driver on the waker thread", function()
 
   it("leaves no socket file behind when nginx stops", function()
     one_slow_request(1)
-    local mpid = assert(io.open(host.prefix .. "/logs/nginx.pid")):read("*l")
-    local worker = emulator.run("pgrep -P " .. mpid):match("%d+")
+    local worker = assert(host:worker())
     local files = emulator.run("ls /tmp/koophone-waker-" .. worker .. "-* 2>/dev/null")
     assert.matches("koophone%-waker%-" .. worker, files)
     host:stop() -- (teardown's stop is then a no-op)
@@ -175,25 +183,9 @@ end)
 describe_or_skip("OpenResty driver, when nginx reloads or quits", function()
   local running = emulator_and_host { latency = { default = 0.02 }, durations = { default = 0.3 } }
 
-  local function worker_of(host)
-    local mpid = assert(io.open(host.prefix .. "/logs/nginx.pid")):read("*l")
-    return emulator.run("pgrep -P " .. mpid):match("%d+")
-  end
-  -- true once `pid` has exited (within `secs`)
-  local function gone(pid, secs)
-    for _ = 1, secs * 10 do
-      if select(2, emulator.run("kill -0 " .. pid .. " 2>/dev/null")) ~= 0 then return true end
-      emulator.run("sleep 0.1")
-    end
-    return false
-  end
   local function batch(host)
     local out = emulator.run("curl -s " .. emulator.shell_quote(host.url .. "/batch?n=100"))
     assert.equal(100, require("cjson").decode(out).ok, out)
-  end
-  local function signal(host, what)
-    emulator.run("nginx -p " .. emulator.shell_quote(host.prefix) .. " -c conf/nginx.conf -e logs/error.log -s " ..
-                 what .. " 2>&1")
   end
 
   -- a driver asleep on its waker's socket is a read in progress, which
@@ -201,13 +193,13 @@ describe_or_skip("OpenResty driver, when nginx reloads or quits", function()
   it("lets the old worker go after a batch: reload, then quit", function()
     local host = running()
     batch(host)
-    local old = worker_of(host)
-    signal(host, "reload")
+    local old = assert(host:worker())
+    host:signal("reload")
     assert.is_true(gone(old, 5), "the old worker still runs 5 s after the reload")
     batch(host) -- the new worker
-    local new = worker_of(host)
+    local new = assert(host:worker())
     assert.are_not.equal(old, new)
-    signal(host, "quit")
+    host:signal("quit")
     assert.is_true(gone(new, 5), "the worker still runs 5 s after quit")
     assert.not_matches("%[error%]", host:error_log())
   end)
@@ -217,12 +209,12 @@ describe_or_skip("OpenResty driver, when nginx reloads or quits", function()
   it("finishes a batch that runs when nginx quits, then lets the worker go", function()
     local host = ngx_host.start { emu = select(2, running()), workers = 1 }
     local out = os.tmpname()
-    local worker = worker_of(host)
+    local worker = assert(host:worker())
     -- in the background, every descriptor away from run()'s pipe
     emulator.run("(curl -s " .. emulator.shell_quote(host.url .. "/batch?n=100") .. " > " .. out ..
                  "; touch " .. out .. ".done) </dev/null >/dev/null 2>&1 & true")
     emulator.run("sleep 0.15")
-    signal(host, "quit")
+    host:signal("quit")
     assert.is_true(gone(worker, 10), "the worker still runs 10 s after quit")
     emulator.run("for i in $(seq 50); do [ -e " .. out .. ".done ] && break; sleep 0.1; done; rm -f " .. out .. ".done")
     local f = assert(io.open(out))
@@ -246,17 +238,12 @@ describe_or_skip("OpenResty driver, when a client hangs up on a waiting handler"
   -- worker go once the request it was waiting on is done
   it("lets the worker quit after a handler was killed while it waited", function()
     local host = running()
-    local mpid = assert(io.open(host.prefix .. "/logs/nginx.pid")):read("*l")
-    local worker = emulator.run("pgrep -P " .. mpid):match("%d+")
+    local worker = assert(host:worker())
     emulator.run("curl -s --max-time 0.5 " .. emulator.shell_quote(host.url .. "/task?n=2&secs=1"))
-    emulator.run("nginx -p " .. emulator.shell_quote(host.prefix) .. " -c conf/nginx.conf -e logs/error.log -s quit")
-    local t0, exited = core.now(), false
-    while core.now() - t0 < 8 do
-      if select(2, emulator.run("kill -0 " .. worker .. " 2>/dev/null")) ~= 0 then exited = true break end
-      emulator.run("sleep 0.1")
-    end
+    host:signal("quit")
+    local t0 = core.now()
     -- the submit's reply comes 2 s after it went: then nothing is in flight
-    assert.is_true(exited, "the worker still runs 8 s after quit")
+    assert.is_true(gone(worker, 8), "the worker still runs 8 s after quit")
     assert.is_true(core.now() - t0 < 4, ("the worker took %.1f s to quit"):format(core.now() - t0))
   end)
 end)

@@ -203,10 +203,29 @@ function Host:error_log()
   return s
 end
 
+-- the shell command that sends nginx's signal `what` (stop, quit, reload)
+local function signal_command(self, what)
+  return "nginx -p " .. shq(self.prefix) .. " -c conf/nginx.conf -e logs/error.log -s " .. what .. " >/dev/null 2>&1"
+end
+
+--- Sends nginx's signal `what` ("quit", "reload", ...) to this host.
+function Host:signal(what)
+  run(signal_command(self, what))
+end
+
+--- The pid (a string) of the host's worker (its first, with several), or nil.
+function Host:worker()
+  local f = io.open(self.prefix .. "/logs/nginx.pid", "rb")
+  if not f then return nil end
+  local master = f:read("*l")
+  f:close()
+  return master and run("pgrep -P " .. master):match("%d+")
+end
+
 function Host:stop()
   if self.stopped then return end
   self.stopped = true
-  run("nginx -p " .. shq(self.prefix) .. " -c conf/nginx.conf -e logs/error.log -s stop >/dev/null 2>&1; " ..
+  run(signal_command(self, "stop") .. "; " ..
       "for i in $(seq 50); do [ -e " .. shq(self.prefix .. "/logs/nginx.pid") .. " ] || break; sleep 0.1; done; " ..
       "rm -rf " .. shq(self.prefix))
 end
