@@ -121,13 +121,18 @@ static void set_timer(kp_waker *w, long long due) {
   timerfd_settime(w->timer, due >= 0 ? TFD_TIMER_ABSTIME : 0, &its, NULL);
 }
 
-/* re-enables a one-shot entry of the thread's epoll set */
-static void enable(kp_waker *w, int fd, uint32_t tag) {
+/* epoll_ctl(set, op, fd) for `events`, with `tag` as the event's data */
+static int watch(int set, int op, int fd, uint32_t events, uint32_t tag) {
   struct epoll_event ev;
   memset(&ev, 0, sizeof ev);
-  ev.events = EPOLLIN | EPOLLONESHOT;
+  ev.events = events;
   ev.data.u32 = tag;
-  epoll_ctl(w->top, EPOLL_CTL_MOD, fd, &ev);
+  return epoll_ctl(set, op, fd, &ev);
+}
+
+/* re-enables a one-shot entry of the thread's epoll set */
+static void enable(kp_waker *w, int fd, uint32_t tag) {
+  watch(w->top, EPOLL_CTL_MOD, fd, EPOLLIN | EPOLLONESHOT, tag);
 }
 
 /* Arms the thread: one byte when an engine is ready or, with ms >= 0, in
@@ -214,11 +219,7 @@ static void take(kp_waker *w, message *m, const char *p, ssize_t n) {
 static int serve(kp_waker *w, int conn) {
   message m = {0, 0, 0};
   long long last_sent = -1, hold_until = -1;
-  struct epoll_event ev;
-  memset(&ev, 0, sizeof ev);
-  ev.events = EPOLLIN | EPOLLRDHUP;
-  ev.data.u32 = TAG_CONN;
-  if (epoll_ctl(w->top, EPOLL_CTL_ADD, conn, &ev) < 0) return 0;
+  if (watch(w->top, EPOLL_CTL_ADD, conn, EPOLLIN | EPOLLRDHUP, TAG_CONN) < 0) return 0;
   arm(w, -1, 0); /* a new host: armed, no timer */
   for (;;) {
     struct epoll_event evs[4];
@@ -381,14 +382,6 @@ static int start_thread(kp_waker *w) {
   return rc;
 }
 
-static int watch(int set, int fd, uint32_t events, uint32_t tag) {
-  struct epoll_event ev;
-  memset(&ev, 0, sizeof ev);
-  ev.events = events;
-  ev.data.u32 = tag;
-  return epoll_ctl(set, EPOLL_CTL_ADD, fd, &ev);
-}
-
 /* core.waker{linger_ms = 0} -> a waker, or nil and a message */
 static int waker_new(lua_State *L) {
   kp_waker *w;
@@ -410,9 +403,11 @@ static int waker_new(lua_State *L) {
   w->timer = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
   w->stop = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (!w->mu_made || w->top < 0 || w->hub < 0 || w->ring < 0 || w->timer < 0 || w->stop < 0 ||
-      watch(w->hub, w->ring, EPOLLIN, 0) < 0 || watch(w->top, w->stop, EPOLLIN, TAG_STOP) < 0 ||
+      watch(w->hub, EPOLL_CTL_ADD, w->ring, EPOLLIN, 0) < 0 ||
+      watch(w->top, EPOLL_CTL_ADD, w->stop, EPOLLIN, TAG_STOP) < 0 ||
       /* disarmed until a host connects */
-      watch(w->top, w->hub, EPOLLONESHOT, TAG_HUB) < 0 || watch(w->top, w->timer, EPOLLONESHOT, TAG_TIMER) < 0 ||
+      watch(w->top, EPOLL_CTL_ADD, w->hub, EPOLLONESHOT, TAG_HUB) < 0 ||
+      watch(w->top, EPOLL_CTL_ADD, w->timer, EPOLLONESHOT, TAG_TIMER) < 0 ||
       bind_listener(w) < 0) {
     int err = errno;
     w->closed = 1;
@@ -439,12 +434,9 @@ static int waker_add(lua_State *L) {
   kp_waker *w = check_waker(L);
   kp_engine *e = kp_check_engine(L, 2);
   int fd = kp_poller_fd(&e->poller);
-  struct epoll_event ev;
   if (fd < 0) return luaL_error(L, "koophone waker: this engine has no descriptor to watch");
-  memset(&ev, 0, sizeof ev);
-  ev.events = EPOLLIN;
-  ev.data.fd = fd;
-  if (epoll_ctl(w->hub, EPOLL_CTL_ADD, fd, &ev) < 0 && errno != EEXIST)
+  /* (the hub's event data is never read: any ready engine means a turn) */
+  if (watch(w->hub, EPOLL_CTL_ADD, fd, EPOLLIN, 0) < 0 && errno != EEXIST)
     return luaL_error(L, "koophone waker: cannot watch the engine: %s", strerror(errno));
   lua_pushboolean(L, 1);
   return 1;

@@ -193,10 +193,10 @@ local function wait_on_waker(sock, running)
   if not t or t > cap then t = cap end
   local ms = math.ceil(t)
   driver.wake_at = now() + ms / 1000
-  -- a call, not a message on the socket: the thread is not woken to read
-  -- it (on the worker's CPU, that would delay the worker's next request)
-  -- several transfers in flight: a reply may be the first of a burst, so
-  -- it is held `linger` for the rest (a lone request's reply is not)
+  -- armed by a call, not a message on the socket, so the thread is not
+  -- woken to read it (on the worker's CPU, that would delay the worker's
+  -- next request). With several transfers in flight a reply may be the
+  -- first of a burst: it is held `linger` for the rest.
   driver.hold = running > 1
   waker:arm(ms, driver.hold)
   sock:settimeout(FOREVER * 1000)
@@ -212,11 +212,16 @@ local function exiting()
   return worker ~= nil and worker.exiting ~= nil and worker.exiting()
 end
 
-local function run_driver(premature)
-  if premature then driver.running = false return end
-  local sock = connect_waker()
+-- the driver's cosocket to the waker, or nil: it steps
+local function use_socket(sock)
   driver.sock = sock
   M.stats.waker = sock ~= nil
+  return sock
+end
+
+local function run_driver(premature)
+  if premature then driver.running = false return end
+  local sock = use_socket(connect_waker())
   while true do
     local ok, running = pcall(loop.drive_all)
     if not ok then
@@ -228,15 +233,13 @@ local function run_driver(premature)
     -- one still alive starts a driver again at its next wait)
     if running == 0 and (driver.parked == 0 or exiting()) then break end
     if (sock ~= nil) ~= (M.use_waker and not M.stats.waker_error) then -- switched meanwhile
-      if sock then sock:close() sock = nil else sock = connect_waker() end
-      driver.sock = sock
-      M.stats.waker = sock ~= nil
+      if sock then sock:close() sock = use_socket(nil) else sock = use_socket(connect_waker()) end
     end
     M.stats.driver = M.stats.driver + 1
     driver.sleeping = true
     if sock and not wait_on_waker(sock, running) then
       sock:close()
-      sock, driver.sock = nil, nil
+      sock = use_socket(nil)
     elseif not sock then
       driver.bell:wait(pause(running)) -- a new wait rings it: its reply is picked up at once
     end
