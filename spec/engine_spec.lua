@@ -213,6 +213,49 @@ describe("koophone.core engine", function()
     e:close()
   end)
 
+  it("reuses reply buffers without mixing replies: short after long, over 64 KB, unread, after close", function()
+    -- outputs of 3,000 bytes: 32 of them make a reply of ~100 KB (freed,
+    -- not kept), 8 of them ~25 KB (kept for the next reply)
+    local out = function(tag) return (tag .. ("0123456789"):rep(300)):sub(1, 3000) end
+    assert(emu:config { max_execute_msg = 4096, commands = {
+      { match = "^echo big", output = out("big:") }, { match = "^echo mid", output = out("mid:") },
+      { match = "^echo small", output = "small" } } })
+    local e = core.engine()
+    local function sync(command, n, extra)
+      local ids = {}
+      for i = 1, n do ids[i] = ("kp%06d"):format(100 + i) end
+      local spec = { url = emu.url .. "/v1/instances/sync-command", headers = headers(),
+                     json = { command = command, instance_ids = ids } }
+      spec.headers[3] = "Content-Type: application/json"
+      for k, v in pairs(extra or {}) do spec[k] = v end
+      local req = e:submit(spec)
+      drive(e, req)
+      return req
+    end
+    local function outputs(req)
+      local res = assert(req:response())
+      assert.equal(200, res.status)
+      local got = {}
+      for i, item in ipairs(res.body.data.cmd_results) do got[i] = item.execute_msg end
+      return got
+    end
+    local function rep(v, n) local t = {} for i = 1, n do t[i] = v end return t end
+    for _ = 1, 2 do
+      assert.same(rep(out("big:"), 32), (outputs(sync("echo big", 32))))
+      assert.same(rep(out("mid:"), 8), (outputs(sync("echo mid", 8))))
+      assert.same({ "small" }, (outputs(sync("echo small", 1))))
+      -- raw: exactly the reply's bytes, nothing left from a longer one
+      local res = assert(sync("echo small", 1, { decode = false }):response())
+      assert.equal("small", require("cjson").decode(res.raw).data.cmd_results[1].execute_msg)
+      assert.same(rep(out("mid:"), 8), (outputs(sync("echo mid", 8))))
+    end
+    sync("echo mid", 8) -- finished, never read: collected with its buffer
+    collectgarbage()
+    local unread = sync("echo mid", 8)
+    e:close() -- the spares are freed; the unread reply is still there
+    assert.same(rep(out("mid:"), 8), (outputs(unread)))
+  end)
+
   it("makes engine:fd() readable when a response arrives, and only then", function()
     local ok, uv = pcall(require, "luv")
     if not ok then pending("luv is not installed") return end

@@ -84,6 +84,12 @@ typedef struct kp_request {
   char errbuf[CURL_ERROR_SIZE];
 } kp_request;
 
+/* Response buffers the engine keeps for the next replies: a reply of a
+ * few KB would otherwise be a malloc of glibc's "large" class each time,
+ * and each such malloc consolidates the small chunks Lua just freed. */
+#define KP_SPARES 32
+#define KP_SPARE_MAX (64u * 1024u)   /* larger buffers are freed */
+
 struct kp_engine {
   CURLM *multi;
   CURLSH *share;
@@ -96,6 +102,8 @@ struct kp_engine {
   int pool_len, pool_cap;
   unsigned long long rng[2];        /* request-id source, see engine.c */
   int spin_credit;                 /* > 0: wait() polls before it sleeps */
+  kp_buf spare[KP_SPARES];         /* emptied response buffers */
+  int n_spare;
   int closed;
 };
 
@@ -107,6 +115,8 @@ void kp_new_type(lua_State *L, const char *name, const luaL_Reg *methods, lua_CF
 kp_engine *kp_check_engine(lua_State *L, int idx);
 CURL *kp_engine_take_easy(kp_engine *e);
 void kp_engine_give_easy(kp_engine *e, CURL *easy);
+void kp_engine_lend_buf(kp_engine *e, kp_buf *b);
+void kp_engine_keep_buf(kp_engine *e, kp_buf *b);
 void kp_engine_track(lua_State *L, int engine_idx, int req_idx, kp_request *r);
 int kp_engine_add(kp_engine *e, kp_request *r);
 void kp_engine_forget(lua_State *L, int engine_idx, kp_request *r);

@@ -44,6 +44,24 @@ void kp_engine_give_easy(kp_engine *e, CURL *easy) {
   }
 }
 
+/* An empty buffer for b (which holds none) when the engine has one kept. */
+void kp_engine_lend_buf(kp_engine *e, kp_buf *b) {
+  if (b->data || e->n_spare == 0) return;
+  *b = e->spare[--e->n_spare];
+  b->len = 0;
+}
+
+/* Takes b's memory back for a later reply (or frees it); b is left empty.
+ * A closed engine keeps nothing: close() has freed its spares. */
+void kp_engine_keep_buf(kp_engine *e, kp_buf *b) {
+  if (b->data && !e->closed && e->n_spare < KP_SPARES && b->cap <= KP_SPARE_MAX) {
+    e->spare[e->n_spare++] = *b;
+    b->data = NULL;
+    b->len = b->cap = 0;
+  }
+  kp_buf_free(b);
+}
+
 static int opt_boolean(lua_State *L, int t, const char *k, int dflt) {
   int v = dflt;
   if (lua_isnoneornil(L, t)) return dflt;
@@ -225,6 +243,7 @@ static int engine_new(lua_State *L) {
   e->pool = NULL; e->pool_len = 0; e->pool_cap = 0; e->closed = 1;
   e->timer_due = -1;
   e->spin_credit = 0;
+  e->n_spare = 0;
   e->poller.epfd = e->poller.wake_r = e->poller.wake_w = -1;
   e->poller.watches = NULL; e->poller.n_watches = 0; e->poller.buf = NULL; e->poller.cap = 0;
 
@@ -457,6 +476,7 @@ static int engine_close(lua_State *L) {
   while (e->pool_len > 0) curl_easy_cleanup(e->pool[--e->pool_len]);
   free(e->pool);
   e->pool = NULL;
+  while (e->n_spare > 0) kp_buf_free(&e->spare[--e->n_spare]);
   /* may still call on_socket (closing cached connections): the poller
    * goes after it */
   curl_multi_cleanup(e->multi);

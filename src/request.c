@@ -47,6 +47,7 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud) {
   kp_request *r = (kp_request *)ud;
   size_t n = size * nmemb;
   if (r->response.len + n > r->max_response) { r->too_large = 1; return 0; }
+  if (!r->response.data && r->engine) kp_engine_lend_buf(r->engine, &r->response);
   return kp_buf_append(&r->response, p, n) ? n : 0;
 }
 
@@ -585,7 +586,9 @@ static int request_response(lua_State *L) {
   build_response(L, r, lua_upvalueindex(1), lua_upvalueindex(2));
   lua_pushvalue(L, -1);
   lua_rawseti(L, -3, SLOT_RESULT);
-  kp_buf_free(&r->response);
+  lua_rawgeti(L, -2, SLOT_ENGINE); /* the reply is read: its buffer goes back */
+  kp_engine_keep_buf((kp_engine *)lua_touserdata(L, -1), &r->response);
+  lua_pop(L, 1);
   clear_headers(r);
   return 1;
 }

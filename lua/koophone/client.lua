@@ -322,6 +322,17 @@ local function decode_fail(res, what, read)
                       retryable = read and true or false }
 end
 
+-- validate.command, but a command that passed with the same strictness is
+-- not scanned again: a sweep sends one command with every chunk of ids.
+-- (Only a passing command is remembered, so a refusal is always fresh.)
+function Client:_check_command(command, opts)
+  local strict = self.strict_command or (opts and opts.strict) or false
+  if command == self.checked_command and strict == self.checked_strict then return true end
+  local ok, err = validate.command(command, strict)
+  if ok then self.checked_command, self.checked_strict = command, strict end
+  return ok, err
+end
+
 --- Runs a command on up to 32 instances and waits for its output
 -- (`POST /v1/instances/sync-command`).
 -- @tparam string command e.g. `"getprop ro.build.version.release"`
@@ -332,7 +343,7 @@ end
 -- @treturn ?string message on failure (one line)
 -- @treturn ?table err on failure (see `koophone.errors`)
 function Client:sync_command(command, ids, opts)
-  local ok, err = validate.command(command, self.strict_command or (opts and opts.strict))
+  local ok, err = self:_check_command(command, opts)
   if ok then ok, err = validate.ids("instance_ids", ids, limits.sync_ids) end
   if ok then ok, err = check_call_opts(opts) end
   if not ok then return fail(err) end
@@ -378,7 +389,7 @@ end
 -- @treturn ?string message on failure (one line)
 -- @treturn ?table err on failure (see `koophone.errors`)
 function Client:async_command(command, ids, opts)
-  local ok, err = validate.command(command, self.strict_command or (opts and opts.strict))
+  local ok, err = self:_check_command(command, opts)
   if ok then ok, err = validate.ids("instance_ids", ids, limits.async_ids) end
   if ok then ok, err = check_call_opts(opts) end
   if not ok then return fail(err) end
