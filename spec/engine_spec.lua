@@ -222,10 +222,10 @@ describe("koophone.core engine", function()
       { match = "^echo small", output = "small" } } })
     local e = core.engine()
     local function sync(command, n, extra)
-      local ids = {}
-      for i = 1, n do ids[i] = ("kp%06d"):format(100 + i) end
+      local list = {}
+      for i = 1, n do list[i] = ("kp%06d"):format(100 + i) end
       local spec = { url = emu.url .. "/v1/instances/sync-command", headers = headers(),
-                     json = { command = command, instance_ids = ids } }
+                     json = { command = command, instance_ids = list } }
       spec.headers[3] = "Content-Type: application/json"
       for k, v in pairs(extra or {}) do spec[k] = v end
       local req = e:submit(spec)
