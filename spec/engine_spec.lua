@@ -198,6 +198,33 @@ describe("koophone.core engine", function()
     e:close()
   end)
 
+  it("keeps a response for the next response(), and keeps nothing after take()", function()
+    local e = core.engine()
+    local kept = e:submit(task_spec())
+    drive(e, kept)
+    local res = kept:response()
+    assert.is_true(answered(kept))
+    assert.equal(res, kept:response()) -- built once, then cached
+    local taken = e:submit(task_spec())
+    drive(e, taken)
+    local weak = setmetatable({}, { __mode = "v" })
+    weak.res = taken:take()
+    assert.equal("Task not found.", weak.res.body.error_msg)
+    collectgarbage()
+    collectgarbage()
+    assert.is_nil(weak.res) -- the request still lives; its reply did not stay with it
+    assert.has_error(function() taken:take() end, "the response was taken (req:take())")
+    assert.has_error(function() taken:response() end, "the response was taken (req:take())")
+    -- an error is handed over the same way
+    local failed = e:submit{ url = "http://[::1" }
+    perform(e)
+    local none, err = failed:take()
+    assert.is_nil(none)
+    assert.equal("table", type(err))
+    assert.has_error(function() failed:take() end)
+    e:close()
+  end)
+
   it("reports a request that ended inside submit at the next perform()", function()
     local e = core.engine()
     local req = e:submit{ url = "http://[::1" } -- refused by curl's URL parser at once

@@ -81,6 +81,7 @@ typedef struct kp_request {
   long request_size;               /* bytes of the request sent on the wire */
   double total_time, connect_time;
   int too_large;
+  int taken;                       /* take() handed the response over */
   char errbuf[CURL_ERROR_SIZE];
 } kp_request;
 

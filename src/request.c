@@ -556,7 +556,8 @@ static void build_response(lua_State *L, kp_request *r, int cmd_decoder, int job
   lua_setfield(L, -2, "raw");
 }
 
-/* req:response() -> response | nil, err
+/* A finished request's response | nil, err (kept for the next read with
+ * `keep`, else handed over: see take()).
  * response: {status, body (decoded JSON), raw (when not JSON),
  *            decode_error, request_id, retry_after, subject_token, time,
  *            rows (spec.rows: when data.cmd_results became rows, which
@@ -564,34 +565,55 @@ static void build_response(lua_State *L, kp_request *r, int cmd_decoder, int job
  * Upvalues 1, 2: the sync-command and the task query rows decoders
  * (src/cmd_rows.c, src/job_rows.c). 
  * err: {kind, message, curl_code, sent, http_status?, request_id?} */
-static int request_response(lua_State *L) {
+static int read_response(lua_State *L, int keep) {
   kp_request *r = check_request(L, 1);
+  int uv, failed;
   if (r->state == KP_PENDING) return luaL_error(L, "request still in flight");
+  if (r->taken) return luaL_error(L, "the response was taken (req:take())");
   kp_getuservalue(L, 1);
-  lua_rawgeti(L, -1, SLOT_RESULT);
+  uv = lua_gettop(L);
+  lua_rawgeti(L, uv, SLOT_RESULT);
   if (!lua_isnil(L, -1)) return 1;
   lua_pop(L, 1);
-  lua_rawgeti(L, -1, SLOT_ERROR);
+  lua_rawgeti(L, uv, SLOT_ERROR);
   if (!lua_isnil(L, -1)) { lua_pushnil(L); lua_insert(L, -2); return 2; }
   lua_pop(L, 1);
-  if (r->curl_code != CURLE_OK || r->too_large) {
+  failed = r->curl_code != CURLE_OK || r->too_large;
+  if (failed) {
     build_error(L, r);
-    lua_pushvalue(L, -1);
-    lua_rawseti(L, -3, SLOT_ERROR);
     kp_buf_free(&r->response);
-    lua_pushnil(L);
-    lua_insert(L, -2);
-    return 2;
+  } else {
+    build_response(L, r, lua_upvalueindex(1), lua_upvalueindex(2));
+    lua_rawgeti(L, uv, SLOT_ENGINE); /* the reply is read: its buffer goes back */
+    kp_engine_keep_buf((kp_engine *)lua_touserdata(L, -1), &r->response);
+    lua_pop(L, 1);
+    clear_headers(r);
   }
-  build_response(L, r, lua_upvalueindex(1), lua_upvalueindex(2));
-  lua_pushvalue(L, -1);
-  lua_rawseti(L, -3, SLOT_RESULT);
-  lua_rawgeti(L, -2, SLOT_ENGINE); /* the reply is read: its buffer goes back */
-  kp_engine_keep_buf((kp_engine *)lua_touserdata(L, -1), &r->response);
-  lua_pop(L, 1);
-  clear_headers(r);
-  return 1;
+  if (keep) {
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, uv, failed ? SLOT_ERROR : SLOT_RESULT);
+  } else { /* nothing of the reply stays reachable from r */
+    r->taken = 1;
+    lua_pushnil(L);
+    lua_rawseti(L, uv, SLOT_ROWS);
+  }
+  if (!failed) return 1;
+  lua_pushnil(L);
+  lua_insert(L, -2);
+  return 2;
 }
+
+/* req:response() -> response | nil, err: built once, then cached (the
+ * request keeps it while the request lives). */
+static int request_response(lua_State *L) { return read_response(L, 1); }
+
+/* req:take() -> response | nil, err: as response(), but the request
+ * keeps nothing of it, and a second read is an error. For a caller that
+ * reads once and drops the request: a request has a finalizer, so a dead
+ * one is kept for one more collection, and a cached reply (its rows, its
+ * body) with it — in a generational collector, often promoted to the old
+ * generation, which only a major collection frees. */
+static int request_take(lua_State *L) { return read_response(L, 0); }
 
 /* req:cancel(): stops a transfer in flight; its response becomes a
  * 'cancelled' error. No effect on a finished request. */
@@ -632,13 +654,17 @@ int kp_request_open(lua_State *L) {
     {NULL, NULL}
   };
   kp_new_type(L, KP_REQUEST_MT, methods, request_gc, request_tostring);
-  /* response() keeps the row decoders as upvalues */
+  /* response() and take() share the row decoders (upvalues) */
   luaL_getmetatable(L, KP_REQUEST_MT);
   lua_getfield(L, -1, "__index");
   kp_cmd_rows_push_decoder(L);
   kp_job_rows_push_decoder(L);
+  lua_pushvalue(L, -2);
+  lua_pushvalue(L, -2);
   lua_pushcclosure(L, request_response, 2);
-  lua_setfield(L, -2, "response");
+  lua_setfield(L, -4, "response");
+  lua_pushcclosure(L, request_take, 2);
+  lua_setfield(L, -2, "take");
   lua_pop(L, 2);
   return 0;
 }

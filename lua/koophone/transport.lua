@@ -291,7 +291,7 @@ function Transport:request(spec)
     end
     self.stats.requests = self.stats.requests + 1
     sched.await(self.engine, req)
-    local res, cerr = req:response()
+    local res, cerr = req:take() -- read once: the request keeps nothing of it
     local err = self:_classify(res, cerr, method)
     if res and res.status == 429 then self.stats.throttled = self.stats.throttled + 1 end
     if self.limiter and not spec.no_auth and res then
