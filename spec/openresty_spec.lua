@@ -234,12 +234,36 @@ describe_or_skip("OpenResty driver, when a client hangs up on a waiting handler"
   local running = emulator_and_host { latency = { default = 0.01, ["async-command"] = 2 } }
 
   -- /task has lua_check_client_abort on: ngx_lua ends the handler while
-  -- it waits, and it never leaves its wait; nginx must still let the
-  -- worker go once the request it was waiting on is done
+  -- it waits, and it never leaves its wait
+  local function killed_handler(host)
+    emulator.run("curl -s --max-time 0.5 " .. emulator.shell_quote(host.url .. "/task?n=2&secs=1"))
+  end
+  local function wakeups(host)
+    local out = emulator.run("curl -s " .. emulator.shell_quote(host.url .. "/wakeups"))
+    return require("cjson").decode(out)
+  end
+
+  it("stops its driver once the request a killed handler waited on is done", function()
+    local host = running()
+    killed_handler(host)
+    -- the submit's reply comes 2 s after it went; then nothing is in
+    -- flight, and the driver (asleep for at most 1 s) stops
+    emulator.run("sleep 3.5")
+    wakeups(host) -- (resets the counts)
+    emulator.run("sleep 2.5")
+    local w = wakeups(host)
+    assert.equal(0, w.driver, "the driver still wakes with nobody waiting")
+    -- and a new wait starts it again
+    local out = emulator.run("curl -s " .. emulator.shell_quote(host.url .. "/task?n=1&secs=1"))
+    assert.matches("%S", out)
+  end)
+
+  -- nginx must still let the worker go once the request the killed
+  -- handler was waiting on is done
   it("lets the worker quit after a handler was killed while it waited", function()
     local host = running()
     local worker = assert(host:worker())
-    emulator.run("curl -s --max-time 0.5 " .. emulator.shell_quote(host.url .. "/task?n=2&secs=1"))
+    killed_handler(host)
     host:signal("quit")
     local t0 = core.now()
     -- the submit's reply comes 2 s after it went: then nothing is in flight

@@ -98,6 +98,27 @@ local semaphore
 -- cosocket to the waker while it waits on one
 local driver = { running = false, parked = 0, bell = nil, sleeping = false, wake_at = 0, sock = nil, hold = false }
 
+-- The semaphores of the handlers parked now (weak: see waiting()).
+local parked = setmetatable({}, { __mode = "k" })
+
+-- Whether a handler is blocked on its semaphore. A handler that ngx_lua
+-- ended while it waited (a client that hung up, with
+-- lua_check_client_abort on; ngx.exit in a sibling thread) never leaves
+-- its wait: `driver.parked` keeps counting it, but ngx_lua took it off
+-- its semaphore's queue, so `count()` no longer shows it, and its entry
+-- goes with the next collection. One that was posted and has not run
+-- yet shows no waiter either: it runs next, and kicks a stopped driver if
+-- it needs one. (The last handler to leave rings the driver, unpark();
+-- after a kill there is no last one, and the driver, asleep for at most
+-- 1 s while nothing is in flight, stops at its next turn.)
+local function waiting()
+  if driver.parked == 0 then return false end
+  for sema in pairs(parked) do
+    if sema:count() < 0 then return true end
+  end
+  return false
+end
+
 local function new_semaphore()
   semaphore = semaphore or require "ngx.semaphore"
   return assert(semaphore.new(0))
@@ -228,10 +249,9 @@ local function run_driver(premature)
       rawget(_G, "ngx").log(rawget(_G, "ngx").ERR, "koophone driver: ", running)
       running = 0
     end
-    -- stop when nobody waits; and when nginx exits, once nothing is in
-    -- flight (a handler that ngx_lua killed while it waited never leaves:
-    -- one still alive starts a driver again at its next wait)
-    if running == 0 and (driver.parked == 0 or exiting()) then break end
+    -- stop when nothing is in flight and no handler waits (see waiting());
+    -- when nginx exits, once nothing is in flight
+    if running == 0 and (not waiting() or exiting()) then break end
     if (sock ~= nil) ~= (M.use_waker and not M.stats.waker_error) then -- switched meanwhile
       if sock then sock:close() sock = use_socket(nil) else sock = use_socket(connect_waker()) end
     end
@@ -272,9 +292,15 @@ end
 -- that it stops (if nothing is in flight) instead of sitting on the
 -- socket until a reply or its timer: a read in progress is a timer that
 -- keeps nginx's worker alive through a graceful quit or reload.
-local function unpark()
+local function unpark(sema)
   driver.parked = driver.parked - 1
+  parked[sema] = nil
   if driver.parked == 0 and driver.sock and driver.sleeping and waker then waker:ring() end
+end
+
+local function park(sema)
+  driver.parked = driver.parked + 1
+  parked[sema] = true
 end
 
 local function post(token) token.sema:post(1) end
@@ -286,16 +312,17 @@ function M.await(engine, req, deadline)
   if req:done() then return end
   local token = { sema = new_semaphore(), wake = post }
   loop.watch(engine, req, token)
-  driver.parked = driver.parked + 1
+  park(token.sema)
   local ok, err = pcall(kick)
   while ok and not req:done() do
     local left = deadline and deadline - now() or FOREVER
     if left <= 0 then break end
-    token.sema:wait(left)
+    if not driver.running then ok, err = pcall(kick) end -- stopped meanwhile (see waiting())
+    if ok then token.sema:wait(left) end
     M.stats.handlers = M.stats.handlers + 1
   end
   token.fired = true -- a late wake-up finds nobody
-  unpark()
+  unpark(token.sema)
   if not ok then error(err, 0) end
 end
 
@@ -315,7 +342,7 @@ function M.finish(l)
   if not can_yield() then return l:run() end
   local bell = new_semaphore()
   l.on_ready = function() if bell:count() <= 0 then bell:post(1) end end
-  driver.parked = driver.parked + 1
+  park(bell)
   local ok, err = pcall(function()
     kick()
     while l:step() > 0 do
@@ -328,7 +355,7 @@ function M.finish(l)
     end
   end)
   l.on_ready = nil
-  unpark()
+  unpark(bell)
   if not ok then error(err, 0) end
   return true
 end
