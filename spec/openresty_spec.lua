@@ -169,6 +169,20 @@ describe_or_skip("OpenResty driver on the waker thread", function()
     assert.not_matches("%[error%]", host:error_log())
   end)
 
+  -- the batch's handler parks between poll rounds, while nothing is in
+  -- flight: the driver goes on through them (stopping and starting again
+  -- costs a timer and a connection to the waker each time)
+  it("starts its driver once per batch", function()
+    emulator.run("curl -s " .. emulator.shell_quote(host.url .. "/batch?n=100"))
+    emulator.run("sleep 0.2")
+    wakeups()
+    for _ = 1, 3 do
+      local out = emulator.run("curl -s " .. emulator.shell_quote(host.url .. "/batch?n=300"))
+      assert.equal(300, require("cjson").decode(out).ok, out)
+    end
+    assert.equal(3, wakeups().starts)
+  end)
+
   it("leaves no socket file behind when nginx stops", function()
     one_slow_request(1)
     local worker = assert(host:worker())

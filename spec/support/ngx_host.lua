@@ -102,7 +102,7 @@ http {
                 local adapter = require "koophone.sched.ngx"
                 local st = adapter.stats or {}
                 ngx.say(require("cjson").encode { sleeps = KP_SLEEPS, driver = st.driver or 0,
-                                                  handlers = st.handlers or 0, retimes = st.retimes or 0,
+                                                  handlers = st.handlers or 0, retimes = st.retimes or 0, starts = st.starts or 0,
                                                   waker = st.waker or false, waker_error = st.waker_error })
                 KP_SLEEPS = 0
                 if adapter.reset_stats then adapter.reset_stats() end

@@ -56,14 +56,16 @@ M.linger = 0.003
 
 --- Wake-ups counted since the worker started (or since `reset_stats`):
 -- `driver` (the driver's sleeps that ended), `handlers` (parked
--- handlers and handler sleeps that ended) and `retimes` (new waits that
--- moved the waker's timer earlier). They say what waiting costs. `waker`
+-- handlers and handler sleeps that ended), `retimes` (new waits that
+-- moved the waker's timer earlier) and `starts` (the driver's timers
+-- started: it stops when nothing is in flight and nobody waits). They say
+-- what waiting costs. `waker`
 -- is true while the driver waits on a waker, and `waker_error` says why
 -- it does not, if it tried and could not.
-M.stats = { driver = 0, handlers = 0, retimes = 0, waker = false, waker_error = nil }
+M.stats = { driver = 0, handlers = 0, retimes = 0, starts = 0, waker = false, waker_error = nil }
 
 --- Sets the wake-up counters back to zero.
-function M.reset_stats() M.stats.driver, M.stats.handlers, M.stats.retimes = 0, 0, 0 end
+function M.reset_stats() M.stats.driver, M.stats.handlers, M.stats.retimes, M.stats.starts = 0, 0, 0, 0 end
 
 -- phases in which ngx.sleep may be called (it yields the request's coroutine)
 local YIELDABLE = {
@@ -98,23 +100,25 @@ local semaphore
 -- cosocket to the waker while it waits on one
 local driver = { running = false, parked = 0, bell = nil, sleeping = false, wake_at = 0, sock = nil, hold = false }
 
--- The semaphores of the handlers parked now (weak: see waiting()).
+-- The handlers parked now, as `{sema, posted}` (weak keys: see waiting()).
 local parked = setmetatable({}, { __mode = "k" })
 
--- Whether a handler is blocked on its semaphore. A handler that ngx_lua
--- ended while it waited (a client that hung up, with
--- lua_check_client_abort on; ngx.exit in a sibling thread) never leaves
--- its wait: `driver.parked` keeps counting it, but ngx_lua took it off
--- its semaphore's queue, so `count()` no longer shows it, and its entry
--- goes with the next collection. One that was posted and has not run
--- yet shows no waiter either: it runs next, and kicks a stopped driver if
--- it needs one. (The last handler to leave rings the driver, unpark();
--- after a kill there is no last one, and the driver, asleep for at most
--- 1 s while nothing is in flight, stops at its next turn.)
+-- Whether a parked handler is still alive: blocked on its semaphore
+-- (`count()` < 0), or posted and not yet resumed (`posted`, and the post
+-- not yet taken: `count()` 0; a semaphore is never posted twice). A handler that ngx_lua ended while it
+-- waited (a client that hung up, with lua_check_client_abort on; ngx.exit
+-- in a sibling thread) never leaves its wait, so `driver.parked` keeps
+-- counting it; but ngx_lua took it off its semaphore's queue, so its
+-- `count()` is 0 (or 1 once posted, with nobody to take it), and its
+-- entry goes with the next collection. (The last handler to leave rings
+-- the driver, unpark(); after a kill there is no last one, and the
+-- driver, asleep for at most 1 s while nothing is in flight, stops at its
+-- next turn.)
 local function waiting()
   if driver.parked == 0 then return false end
-  for sema in pairs(parked) do
-    if sema:count() < 0 then return true end
+  for p in pairs(parked) do
+    local c = p.sema:count()
+    if c < 0 or (c == 0 and p.posted) then return true end
   end
   return false
 end
@@ -279,6 +283,7 @@ local function kick()
   end
   driver.bell = driver.bell or new_semaphore()
   driver.running = true
+  M.stats.starts = M.stats.starts + 1
   local ok, err = rawget(_G, "ngx").timer.at(0, run_driver)
   if not ok then
     driver.running = false
@@ -292,18 +297,27 @@ end
 -- that it stops (if nothing is in flight) instead of sitting on the
 -- socket until a reply or its timer: a read in progress is a timer that
 -- keeps nginx's worker alive through a graceful quit or reload.
-local function unpark(sema)
+local function unpark(p)
   driver.parked = driver.parked - 1
-  parked[sema] = nil
+  parked[p] = nil
   if driver.parked == 0 and driver.sock and driver.sleeping and waker then waker:ring() end
 end
 
-local function park(sema)
+local function park(p)
   driver.parked = driver.parked + 1
-  parked[sema] = true
+  parked[p] = true
 end
 
-local function post(token) token.sema:post(1) end
+local function post(p)
+  p.posted = true
+  p.sema:post(1)
+end
+
+-- p's semaphore, up to `seconds` (a post taken clears `posted`)
+local function wait(p, seconds)
+  if p.sema:wait(seconds) then p.posted = false end
+  M.stats.handlers = M.stats.handlers + 1
+end
 
 --- Waits until `req:done()` (or `deadline`), parked on a semaphore that
 -- the worker's driver posts.
@@ -312,17 +326,16 @@ function M.await(engine, req, deadline)
   if req:done() then return end
   local token = { sema = new_semaphore(), wake = post }
   loop.watch(engine, req, token)
-  park(token.sema)
+  park(token)
   local ok, err = pcall(kick)
   while ok and not req:done() do
     local left = deadline and deadline - now() or FOREVER
     if left <= 0 then break end
     if not driver.running then ok, err = pcall(kick) end -- stopped meanwhile (see waiting())
-    if ok then token.sema:wait(left) end
-    M.stats.handlers = M.stats.handlers + 1
+    if ok then wait(token, left) end
   end
   token.fired = true -- a late wake-up finds nobody
-  unpark(token.sema)
+  unpark(token)
   if not ok then error(err, 0) end
 end
 
@@ -340,17 +353,16 @@ end
 -- coroutines ring the handler.
 function M.finish(l)
   if not can_yield() then return l:run() end
-  local bell = new_semaphore()
-  l.on_ready = function() if bell:count() <= 0 then bell:post(1) end end
+  local bell = { sema = new_semaphore() }
+  l.on_ready = function() if not bell.posted then post(bell) end end -- one post at a time
   park(bell)
   local ok, err = pcall(function()
     kick()
     while l:step() > 0 do
       local wake = l:next_wake()
       if not wake or wake > 0 then
-        if not driver.running then kick() end -- stopped meanwhile (nginx exits)
-        bell:wait(wake and (math.ceil(wake * 1000) + 1) / 1000 or FOREVER)
-        M.stats.handlers = M.stats.handlers + 1
+        if not driver.running then kick() end -- stopped meanwhile (see waiting(); nginx exits)
+        wait(bell, wake and (math.ceil(wake * 1000) + 1) / 1000 or FOREVER)
       end
     end
   end)
