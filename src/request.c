@@ -16,7 +16,7 @@
 #define DEFAULT_MAX_RESPONSE (16u * 1024u * 1024u)
 
 int kp_buf_append(kp_buf *b, const char *p, size_t n) {
-  if (b->len + n + 1 > b->cap) {
+  if (!b->data || b->len + n + 1 > b->cap) {
     size_t cap = b->cap ? b->cap : 1024;
     char *d;
     while (cap < b->len + n + 1) cap *= 2;
