@@ -47,7 +47,7 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud) {
   kp_request *r = (kp_request *)ud;
   size_t n = size * nmemb;
   if (r->response.len + n > r->max_response) { r->too_large = 1; return 0; }
-  if (!r->response.data && r->engine) kp_engine_lend_buf(r->engine, &r->response);
+  if (r->engine) kp_engine_lend_buf(r->engine, &r->response); /* (when it holds none) */
   return kp_buf_append(&r->response, p, n) ? n : 0;
 }
 
@@ -581,14 +581,13 @@ static int read_response(lua_State *L, int keep) {
   failed = r->curl_code != CURLE_OK || r->too_large;
   if (failed) {
     build_error(L, r);
-    kp_buf_free(&r->response);
   } else {
     build_response(L, r, lua_upvalueindex(1), lua_upvalueindex(2));
-    lua_rawgeti(L, uv, SLOT_ENGINE); /* the reply is read: its buffer goes back */
-    kp_engine_keep_buf((kp_engine *)lua_touserdata(L, -1), &r->response);
-    lua_pop(L, 1);
     clear_headers(r);
   }
+  lua_rawgeti(L, uv, SLOT_ENGINE); /* the reply is read: its buffer goes back */
+  kp_engine_keep_buf((kp_engine *)lua_touserdata(L, -1), &r->response);
+  lua_pop(L, 1);
   if (keep) {
     lua_pushvalue(L, -1);
     lua_rawseti(L, uv, failed ? SLOT_ERROR : SLOT_RESULT);
