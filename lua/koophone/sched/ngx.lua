@@ -98,24 +98,23 @@ local FOREVER = 3600
 local semaphore
 -- wake_at: when the driver's current wait ends (now() time); sock: its
 -- cosocket to the waker while it waits on one
-local driver = { running = false, parked = 0, bell = nil, sleeping = false, wake_at = 0, sock = nil, hold = false }
+local driver = { running = false, bell = nil, sleeping = false, wake_at = 0, sock = nil, hold = false }
 
 -- The handlers parked now, as `{sema, posted}` (weak keys: see waiting()).
 local parked = setmetatable({}, { __mode = "k" })
 
 -- Whether a parked handler is still alive: blocked on its semaphore
 -- (`count()` < 0), or posted and not yet resumed (`posted`, and the post
--- not yet taken: `count()` 0; a semaphore is never posted twice). A handler that ngx_lua ended while it
--- waited (a client that hung up, with lua_check_client_abort on; ngx.exit
--- in a sibling thread) never leaves its wait, so `driver.parked` keeps
--- counting it; but ngx_lua took it off its semaphore's queue, so its
--- `count()` is 0 (or 1 once posted, with nobody to take it), and its
--- entry goes with the next collection. (The last handler to leave rings
--- the driver, unpark(); after a kill there is no last one, and the
--- driver, asleep for at most 1 s while nothing is in flight, stops at its
--- next turn.)
+-- not yet taken: `count()` 0; a semaphore is never posted twice). A
+-- handler that ngx_lua ended while it waited (a client that hung up, with
+-- lua_check_client_abort on; ngx.exit in a sibling thread) never leaves
+-- its wait, so its entry stays in `parked`; but ngx_lua took it off its
+-- semaphore's queue, so its `count()` is 0 (or 1 once posted, with nobody
+-- to take it), and the entry goes with the next collection. (The last
+-- handler to leave rings the driver, unpark(); while a killed one's entry
+-- is there, none is the last, and the driver, asleep for at most 1 s
+-- while nothing is in flight, stops at its next turn.)
 local function waiting()
-  if driver.parked == 0 then return false end
   for p in pairs(parked) do
     local c = p.sema:count()
     if c < 0 or (c == 0 and p.posted) then return true end
@@ -298,15 +297,11 @@ end
 -- socket until a reply or its timer: a read in progress is a timer that
 -- keeps nginx's worker alive through a graceful quit or reload.
 local function unpark(p)
-  driver.parked = driver.parked - 1
   parked[p] = nil
-  if driver.parked == 0 and driver.sock and driver.sleeping and waker then waker:ring() end
+  if next(parked) == nil and driver.sock and driver.sleeping and waker then waker:ring() end
 end
 
-local function park(p)
-  driver.parked = driver.parked + 1
-  parked[p] = true
-end
+local function park(p) parked[p] = true end
 
 local function post(p)
   p.posted = true
