@@ -47,6 +47,12 @@ local function gone(pid, secs)
   return false
 end
 
+-- the host's wake-up counts since the last call (/wakeups resets them)
+local function wakeups(host)
+  local out = emulator.run("curl -s " .. emulator.shell_quote(host.url .. "/wakeups"))
+  return require("cjson").decode(out)
+end
+
 describe_or_skip("OpenResty host (koophone.sched.ngx)", function()
   local running = emulator_and_host { latency = { default = 0.02 }, durations = { default = 0.5 } }
   local host
@@ -138,19 +144,14 @@ describe_or_skip("OpenResty driver on the waker thread", function()
   local host
   before_each(function() host = running() end)
 
-  local function wakeups()
-    local out = emulator.run("curl -s " .. emulator.shell_quote(host.url .. "/wakeups"))
-    return require("cjson").decode(out)
-  end
-
   -- one handler waits 1 s on one reply; the driver's wake-ups meanwhile
   local function one_slow_request(waker)
     -- the last request's driver stops first: its wake-ups are not counted here
     emulator.run("sleep 0.2")
-    wakeups()
+    wakeups(host)
     local id = emulator.run("curl -s " .. emulator.shell_quote(host.url .. "/task?n=2&secs=1&waker=" .. waker))
     assert.matches("^%x+%s*$", id)
-    return wakeups()
+    return wakeups(host)
   end
 
   it("wakes when the reply comes, not every max_step while it is in flight", function()
@@ -175,12 +176,12 @@ describe_or_skip("OpenResty driver on the waker thread", function()
   it("starts its driver once per batch", function()
     emulator.run("curl -s " .. emulator.shell_quote(host.url .. "/batch?n=100"))
     emulator.run("sleep 0.2")
-    wakeups()
+    wakeups(host)
     for _ = 1, 3 do
       local out = emulator.run("curl -s " .. emulator.shell_quote(host.url .. "/batch?n=300"))
       assert.equal(300, require("cjson").decode(out).ok, out)
     end
-    assert.equal(3, wakeups().starts)
+    assert.equal(3, wakeups(host).starts)
   end)
 
   it("leaves no socket file behind when nginx stops", function()
@@ -252,11 +253,6 @@ describe_or_skip("OpenResty driver, when a client hangs up on a waiting handler"
   local function killed_handler(host)
     emulator.run("curl -s --max-time 0.5 " .. emulator.shell_quote(host.url .. "/task?n=2&secs=1"))
   end
-  local function wakeups(host)
-    local out = emulator.run("curl -s " .. emulator.shell_quote(host.url .. "/wakeups"))
-    return require("cjson").decode(out)
-  end
-
   it("stops its driver once the request a killed handler waited on is done", function()
     local host = running()
     killed_handler(host)
