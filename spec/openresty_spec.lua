@@ -268,6 +268,29 @@ describe_or_skip("OpenResty driver, when a client hangs up on a waiting handler"
     assert.matches("%S", out)
   end)
 
+  -- two waiters, one of them killed: the live one (a batch, parked
+  -- between its status queries while nothing is in flight) keeps the
+  -- driver going to its end; then the driver stops
+  it("finishes a batch that runs beside a killed handler, then stops its driver", function()
+    local host = running()
+    local out = os.tmpname()
+    emulator.run("(curl -s " .. emulator.shell_quote(host.url .. "/batch?n=200") .. " > " .. out ..
+                 "; touch " .. out .. ".done) </dev/null >/dev/null 2>&1 & true")
+    killed_handler(host)
+    emulator.run("for i in $(seq 150); do [ -e " .. out .. ".done ] && break; sleep 0.1; done; rm -f " .. out .. ".done")
+    local f = assert(io.open(out))
+    local body = f:read("*a")
+    f:close()
+    os.remove(out)
+    local ok, r = pcall(require("cjson").decode, body)
+    assert.is_true(ok, "the batch's reply: " .. body .. host:error_log())
+    assert.equal(200, r.ok, body)
+    emulator.run("sleep 3") -- the killed handler's submit is answered 2 s after it went
+    wakeups(host)
+    emulator.run("sleep 2.5")
+    assert.equal(0, wakeups(host).driver, "the driver still wakes with nobody waiting")
+  end)
+
   -- nginx must still let the worker go once the request the killed
   -- handler was waiting on is done
   it("lets the worker quit after a handler was killed while it waited", function()
